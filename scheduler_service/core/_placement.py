@@ -1,0 +1,239 @@
+"""Phase 3's placement: find nodes and GPUs for every pod of a workload, or none at all.
+
+A chain of small steps, each with its reason for being where it is:
+
+1. `static_fit`: node-level feasibility that never changes in a cycle (ready, model, labels,
+   taints, reservation) - cheapest, so it runs first and prunes most;
+2. `_pod_fits_node`: CPU and memory for one pod, then the GPU step;
+3. whole GPUs: the tightest node first (fewest whole free GPUs that still fit) so whole
+   nodes stay free for large gangs; on the node, one NUMA group when possible;
+4. slices: a GPU that is already shared first (tightest free compute), and only then a whole
+   GPU on the node with the fewest whole free GPUs, so slices do not fragment fresh GPUs;
+5. gangs: pods are placed one by one on the live state and all given back on the first
+   failure; a topology wish picks the fullest domain of the level that still fits the gang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from scheduler_service.core._model import (
+    Allocation,
+    GpuSlice,
+    Node,
+    PodAllocation,
+    Request,
+    Workload,
+)
+from scheduler_service.core._state import CycleState, GpuState, NodeState, PoolState
+
+__all__ = [
+    "describe_pod",
+    "domain_capacity",
+    "place",
+    "pod_capacity",
+    "spec_fit",
+    "static_fit",
+]
+
+_FULL = 100
+_DOMAIN_TRIES = 3
+"""Domains tried for a topology-constrained gang before giving up (the fullest that fit)."""
+
+NodeFilter = Callable[[NodeState], bool]
+
+
+def static_fit(node: NodeState, workload: Workload) -> bool:
+    """Node-level checks that do not depend on free resources."""
+    if not node.schedulable:
+        return False
+    if node.reserved_for is not None and node.reserved_for != workload.name:
+        return False
+    return spec_fit(node.node, workload)
+
+
+def spec_fit(spec: Node, workload: Workload) -> bool:
+    """What the node is (model, labels, taints) suits the workload, whatever its state."""
+    if workload.models and spec.gpu_model not in workload.models:
+        return False
+    if workload.node_selector:
+        labels = dict(spec.labels)
+        if any(labels.get(key) != value for key, value in workload.node_selector):
+            return False
+    return all(taint in workload.tolerations for taint in spec.taints)
+
+
+def pod_capacity(node: NodeState, request: Request) -> int:
+    """How many more pods of `request` the node could host now (an upper bound for slices)."""
+    bounds = []
+    if request.cpu_milli:
+        bounds.append(node.free_cpu_milli // request.cpu_milli)
+    if request.memory_mib:
+        bounds.append(node.free_memory_mib // request.memory_mib)
+    if request.is_slice:
+        bounds.append(
+            sum(
+                min(
+                    g.free_compute // request.gpu_compute_percent,
+                    g.free_memory_mib // request.gpu_memory_mib,
+                )
+                for g in node.gpus
+            )
+        )
+    elif request.gpus:
+        bounds.append(node.free_whole // request.gpus)
+    return max(0, min(bounds)) if bounds else 1 << 30
+
+
+def place(
+    state: CycleState, workload: Workload, pool: str, accept: NodeFilter | None = None
+) -> Allocation | None:
+    """Place every pod of `workload` in `pool` and take the resources, or take nothing.
+
+    On success the allocation is taken in `state` (queue usage included); undo it with
+    `state.give(workload, allocation)`. `accept` narrows the nodes further (a what-if).
+    """
+    request = workload.request
+    pool_state = state.pools[pool]
+    if request.gpus and pool_state.free_whole < request.gpus * workload.pods:
+        return None  # cheap exit that keeps full clusters fast
+
+    def base(node: NodeState) -> bool:
+        return static_fit(node, workload) and (accept is None or accept(node))
+
+    wish = workload.topology
+    if wish is None or workload.pods == 1:
+        allocation = _place_pods(state, workload, pool_state, base)
+    else:
+        allocation = _place_in_domain(state, workload, pool_state, base, wish.level)
+        if allocation is None and not wish.required:
+            allocation = _place_pods(state, workload, pool_state, base)
+    if allocation is not None:
+        state.account(workload, pool, +1)
+    return allocation
+
+
+def domain_capacity(
+    state: CycleState, workload: Workload, pool: str, level: str, accept: NodeFilter | None = None
+) -> dict[str, int]:
+    """Pods of `workload` each domain of `level` in `pool` could host now."""
+    capacity: dict[str, int] = {}
+    for node_id in state.pools[pool].nodes:
+        node = state.nodes[node_id]
+        domain = node.domain(level)
+        if domain is None or not static_fit(node, workload):
+            continue
+        if accept is not None and not accept(node):
+            continue
+        capacity[domain] = capacity.get(domain, 0) + pod_capacity(node, workload.request)
+    return capacity
+
+
+def _place_in_domain(
+    state: CycleState, workload: Workload, pool: PoolState, base: NodeFilter, level: str
+) -> Allocation | None:
+    capacity = domain_capacity(state, workload, pool.name, level, base)
+    fitting = sorted((pods, domain) for domain, pods in capacity.items() if pods >= workload.pods)
+    for _, domain in fitting[:_DOMAIN_TRIES]:
+
+        def inside(node: NodeState, domain: str = domain) -> bool:
+            return base(node) and node.domain(level) == domain
+
+        allocation = _place_pods(state, workload, pool, inside)
+        if allocation is not None:
+            return allocation
+    return None
+
+
+def _place_pods(
+    state: CycleState, workload: Workload, pool: PoolState, accept: NodeFilter
+) -> Allocation | None:
+    placed: list[PodAllocation] = []
+    for _ in range(workload.pods):
+        pod = _place_pod(state, workload.request, pool, accept)
+        if pod is None:
+            state.vacate(workload.request, tuple(placed))
+            return None
+        state.occupy(workload.request, (pod,))
+        placed.append(pod)
+    return tuple(placed)
+
+
+def _place_pod(
+    state: CycleState, request: Request, pool: PoolState, accept: NodeFilter
+) -> PodAllocation | None:
+    if request.is_slice:
+        return _place_slice(state, request, pool, accept)
+    if request.gpus:
+        return _place_whole(state, request, pool, accept)
+    for node in _nodes_by_free_whole(state, pool, 0):
+        if _cpu_memory_fit(node, request) and accept(node):
+            return PodAllocation(node=node.node.name)
+    return None
+
+
+def _place_whole(
+    state: CycleState, request: Request, pool: PoolState, accept: NodeFilter
+) -> PodAllocation | None:
+    for node in _nodes_by_free_whole(state, pool, request.gpus):
+        if _cpu_memory_fit(node, request) and accept(node):
+            gpus = _pick_whole(node, request.gpus)
+            return PodAllocation(node=node.node.name, gpus=tuple(g.uuid for g in gpus))
+    return None
+
+
+def _place_slice(
+    state: CycleState, request: Request, pool: PoolState, accept: NodeFilter
+) -> PodAllocation | None:
+    share = GpuSlice(memory_mib=request.gpu_memory_mib, compute_percent=request.gpu_compute_percent)
+    for free in range(request.gpu_compute_percent, _FULL):
+        for gpu_id in pool.partial[free]:
+            gpu = state.gpus[gpu_id]
+            node = state.nodes[gpu.node]
+            if (
+                gpu.free_memory_mib >= request.gpu_memory_mib
+                and _cpu_memory_fit(node, request)
+                and accept(node)
+            ):
+                return PodAllocation(node=node.node.name, gpus=(gpu.uuid,), slice=share)
+    for node in _nodes_by_free_whole(state, pool, 1):
+        if _cpu_memory_fit(node, request) and accept(node):
+            fresh = [g for g in _pick_whole(node, 1) if g.memory_mib >= request.gpu_memory_mib]
+            if fresh:
+                return PodAllocation(node=node.node.name, gpus=(fresh[0].uuid,), slice=share)
+    return None
+
+
+def _nodes_by_free_whole(state: CycleState, pool: PoolState, at_least: int) -> Iterable[NodeState]:
+    """Schedulable nodes with at least `at_least` whole free GPUs, tightest first."""
+    for count in range(at_least, len(pool.whole)):
+        # Callers stop iterating before they change the state, so no copy of the bucket.
+        for node_id in pool.whole[count]:
+            yield state.nodes[node_id]
+
+
+def _cpu_memory_fit(node: NodeState, request: Request) -> bool:
+    return node.free_cpu_milli >= request.cpu_milli and node.free_memory_mib >= request.memory_mib
+
+
+def _pick_whole(node: NodeState, count: int) -> list[GpuState]:
+    """`count` whole free GPUs of `node`: inside the NUMA group that fits tightest, if any."""
+    free = [g for g in node.gpus if g.holders == 0]
+    groups: dict[int, list[GpuState]] = {}
+    for gpu in free:
+        groups.setdefault(gpu.numa, []).append(gpu)
+    fitting = sorted(
+        (len(members), numa) for numa, members in groups.items() if len(members) >= count
+    )
+    if fitting:
+        return groups[fitting[0][1]][:count]
+    return free[:count]
+
+
+def describe_pod(request: Request) -> str:
+    """One pod's request as a person reads it: `8 GPUs`, `slice 20% / 10240 MiB`."""
+    if request.is_slice:
+        return f"GPU slice ({request.gpu_compute_percent}% compute, {request.gpu_memory_mib} MiB)"
+    if request.gpus:
+        return f"{request.gpus} GPU" + ("s" if request.gpus > 1 else "")
+    return f"{request.cpu_milli}m CPU"
