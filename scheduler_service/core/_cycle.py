@@ -105,13 +105,13 @@ class _Cycle:
         self.placed_by_pool: dict[str, list[Workload]] = {}
         self.placed_by_queue_pool: dict[tuple[str, str], list[Workload]] = {}
         for workload in self.placed:
-            assert workload.allocation is not None
-            pool = self.state.pool_of(workload.allocation)
+            pool = self.state.placed_pool[workload.name]
             self.placed_by_pool.setdefault(pool, []).append(workload)
             self.placed_by_queue_pool.setdefault((workload.queue, pool), []).append(workload)
         self._reclaim_order: dict[str, list[Candidate]] = {}
         self._preempt_order: dict[tuple[str, str], list[Candidate]] = {}
         self._lowest_priority: dict[tuple[str, str], int] = {}
+        self._evicting: dict[str, list[Candidate]] = {}
         self.pools_for: dict[str, list[str]] = {}
         self.reasons: dict[str, Reason] = {}
         self.notes: dict[str, str] = {}
@@ -230,11 +230,7 @@ class _Cycle:
 
     def fair_share(self) -> None:
         """Phase 1: compute every queue's fair share in every pool."""
-        leaf_demand: dict[tuple[str, str], int] = {}
-        for pool, placed in self.placed_by_pool.items():
-            for workload in placed:
-                key = (workload.queue, pool)
-                leaf_demand[key] = leaf_demand.get(key, 0) + self.state.charge(workload, pool)
+        leaf_demand = dict(self.state.placed_charge)
         for workload in self.pending:
             for pool in self.pools_for[workload.name]:
                 key = (workload.queue, pool)
@@ -340,7 +336,14 @@ class _Cycle:
         if workload.name in self.reasons:
             return  # held back by a queue gate, not by capacity: nothing to reserve
         pool = self.pools_for[workload.name][0]
-        if not self._entitled(workload, pool):
+        # The gang alone must fit its queue's entitlement. The queue's own running work does not
+        # count against it: that work finishes, and the reservation makes sure the room it
+        # frees goes to the gang rather than to the queue's later small steps.
+        entitlement = max(
+            self.shares.get((workload.queue, pool), 0),
+            gpus_to_milli(self.queues[workload.queue].quota_in(pool).quota),
+        )
+        if self.state.charge(workload, pool) > entitlement:
             return
         request = workload.request
         nodes = [self.state.nodes[n] for n in self.state.pools[pool].nodes]
@@ -460,10 +463,12 @@ class _Cycle:
 
         def eligible(candidate: Candidate) -> bool:
             other = candidate.workload
-            if other.queue == workload.queue or other.name in self.claimed:
+            if other.name in self.claimed:
                 return False
             if not candidate.accounted:
-                return True  # already evicting: its room is free to use
+                return True  # already evicting, whatever its queue: its room is free to use
+            if other.queue == workload.queue:
+                return False
             key = (other.queue, self.state.charge(other, pool))
             if key in refused:
                 return False
@@ -580,10 +585,12 @@ class _Cycle:
     def _over_share_note(self, workload: Workload, pool: str) -> str:
         share = self.shares.get((workload.queue, pool), 0)
         held = self.state.allocated(workload.queue, pool)
+        need = self.state.charge(workload, pool)
         return (
-            f"queue {workload.queue} holds {format_gpus(held)} of its "
-            f"{format_gpus(share)}-GPU fair share in pool {pool}, so it may only use idle "
-            f"GPUs, not reclaim"
+            f"queue {workload.queue} holds {format_gpus(held)} GPUs of its "
+            f"{format_gpus(share)}-GPU fair share in pool {pool}; this step's "
+            f"{format_gpus(need)} more would take it to {format_gpus(held + need)}, so it "
+            f"may only use idle GPUs, not reclaim"
         )
 
     # -- 5. preempt -----------------------------------------------------------------------
@@ -602,13 +609,14 @@ class _Cycle:
                         candidates.append(candidate)
                 if not candidates:
                     continue
-                candidates = by_locality(self.state, candidates)
+                # Room already being made is used before anything more is evicted.
+                candidates = [*self._evicting_in(pool), *by_locality(self.state, candidates)]
                 found = find_victims(
                     self.state,
                     workload,
                     pool,
                     candidates,
-                    eligible=lambda _: True,
+                    eligible=lambda candidate: candidate.workload.name not in self.claimed,
                     admissible=self._admissible(workload, pool),
                 )
                 if found is not None:
@@ -644,6 +652,19 @@ class _Cycle:
                 key=lambda c: c.cost,
             )
         return self._preempt_order[key]
+
+    def _evicting_in(self, pool: str) -> list[Candidate]:
+        """Workloads of `pool` already on their way out, offered at no cost.
+
+        Built once per pool and cycle; the search's `eligible` skips those claimed since.
+        """
+        if pool not in self._evicting:
+            self._evicting[pool] = [
+                Candidate(other, (-math.inf, other.name), accounted=False)
+                for other in self.placed_by_pool.get(pool, [])
+                if other.state is WorkloadState.EVICTING
+            ]
+        return self._evicting[pool]
 
     def _still_pending(self) -> Iterator[Workload]:
         """Pending workloads not yet admitted or nominated, in phase-2 order."""

@@ -160,6 +160,10 @@ class CycleState:
             pool.gpu_memory_mib = min(
                 (g.memory_mib for n in pool.nodes for g in self.nodes[n].gpus), default=1
             )
+        self.placed_pool: dict[str, str] = {}
+        """The pool of every RUNNING or EVICTING workload, by name."""
+        self.placed_charge: dict[tuple[str, str], int] = {}
+        """What RUNNING and EVICTING workloads charge, by (leaf queue, pool): their demand."""
         self._load(snapshot)
 
     def _load(self, snapshot: Snapshot) -> None:
@@ -189,10 +193,14 @@ class CycleState:
                     else:
                         gpu.free_compute -= pod.slice.compute_percent
                         gpu.free_memory_mib -= pod.slice.memory_mib
+            pool = self.node_by_name[allocation[0].node].node.pool
+            self.placed_pool[workload.name] = pool
+            charge = self.charge(workload, pool)
+            held = (workload.queue, pool)
+            self.placed_charge[held] = self.placed_charge.get(held, 0) + charge
             if workload.state is WorkloadState.RUNNING:
-                pool = self.pool_of(allocation)
                 key = (workload.queue, pool, workload.is_preemptible)
-                leaf_usage[key] = leaf_usage.get(key, 0) + self.charge(workload, pool)
+                leaf_usage[key] = leaf_usage.get(key, 0) + charge
         for pool_state in self.pools.values():
             pool_state.free_whole = 0
             pool_state.whole = []
@@ -320,7 +328,7 @@ class CycleState:
         gpu.free_compute += compute
         gpu.free_memory_mib += memory
         gpu.holders -= sign
-        if old_key is not None:
+        if old_key is not None and node.schedulable:
             del pool.partial[old_key][gpu.id]
         new_key = gpu.partial_key()
         if new_key is not None and node.schedulable:

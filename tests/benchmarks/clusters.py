@@ -77,36 +77,33 @@ def make_pending(
     singles: int,
     gangs: int,
     gang_pods: int,
+    *,
     seed: int,
     prefix: str = "w",
     start: float = 0.0,
     teams: list[str] | None = None,
 ) -> list[Workload]:
-    """`singles` one-GPU training steps and `gangs` gangs of `gang_pods` one-GPU pods,
-    spread over `teams` (default: all), in a shuffled submission order.
+    """One-GPU training steps and gangs of `gang_pods` one-GPU pods, in shuffled order.
+
+    They are spread round-robin over `teams` (default: every team).
     """
     rng = random.Random(seed)
     teams = teams or team_names()
-    workloads = []
-    for i in range(singles):
-        workloads.append(
-            Workload(
-                name=f"{prefix}-single-{i:06d}",
-                queue=teams[i % len(teams)],
-                kind=Kind.TRAIN,
-                request=Request(gpus=1, cpu_milli=8000, memory_mib=64_000),
-            )
+    request = Request(gpus=1, cpu_milli=8000, memory_mib=64_000)
+    workloads = [
+        Workload(name=f"{prefix}-single-{i:06d}", queue=teams[i % len(teams)], request=request)
+        for i in range(singles)
+    ]
+    workloads.extend(
+        Workload(
+            name=f"{prefix}-gang-{i:05d}",
+            queue=teams[i % len(teams)],
+            kind=Kind.TRAIN,
+            pods=gang_pods,
+            request=request,
         )
-    for i in range(gangs):
-        workloads.append(
-            Workload(
-                name=f"{prefix}-gang-{i:05d}",
-                queue=teams[i % len(teams)],
-                kind=Kind.TRAIN,
-                pods=gang_pods,
-                request=Request(gpus=1, cpu_milli=8000, memory_mib=64_000),
-            )
-        )
+        for i in range(gangs)
+    )
     rng.shuffle(workloads)
     return [replace(w, submitted_at=start + i * 0.01) for i, w in enumerate(workloads)]
 
@@ -114,8 +111,10 @@ def make_pending(
 def full_cluster(
     nodes: int, seed: int = 1, teams: list[str] | None = None
 ) -> tuple[Snapshot, list[Workload]]:
-    """A cluster filled by one cycle of single-GPU steps and 4-pod gangs (the fill benchmark's
-    result), returned as a snapshot of running workloads, plus the leftovers still pending.
+    """A cluster filled by one cycle of the fill benchmark, and the workloads left pending.
+
+    The cluster is filled with single-GPU steps and 4-pod gangs by one `schedule` call; the
+    result is returned as a snapshot of running workloads.
 
     `teams` limits who submits (default: every team); the others stay idle and the submitting
     teams borrow their quota.

@@ -58,8 +58,9 @@ def _steady(nodes: int) -> tuple[Snapshot, float]:
 
 
 def _reclaim(nodes: int) -> tuple[Snapshot, float]:
-    """Departments 0-2 fill the cluster, borrowing idle department 3's quota; then a team of
-    department 3 asks for a gang of 8 pods x 8 GPUs within its quota.
+    """A team of idle department 3 asks for 8 pods x 8 GPUs within its quota.
+
+    Departments 0-2 have filled the cluster, borrowing department 3's quota.
     """
     busy = [team for team in team_names() if not team.startswith("dept-3")]
     full, _ = full_cluster(nodes, teams=busy)

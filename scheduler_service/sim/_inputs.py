@@ -1,0 +1,94 @@
+"""What the engine is told: its settings and the outside events it replays on the virtual clock."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scheduler_service.core import Workload, WorkloadState
+
+__all__ = ["EngineSettings", "NodeChange", "SimulationError", "Submission"]
+
+
+class SimulationError(RuntimeError):
+    """The run cannot go on, with the virtual time in the message.
+
+    Raised when a plan breaks an invariant (a core bug), when the plan and the engine's state
+    disagree, or when an outside event contradicts the state (e.g. a node that is already down
+    goes down again: a scenario or trace bug).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How the virtual cluster behaves.
+
+    A cycle runs at every multiple of `cycle_seconds` while anything is pending. An evicted
+    workload's pods are gone `eviction_grace_seconds` after the plan that evicted it. A
+    workload saves a checkpoint after every `checkpoint_seconds` of work (counted over all its
+    runs) and keeps the work up to its last checkpoint when stopped; None: no checkpoints, a
+    stopped workload starts again from zero.
+    """
+
+    cycle_seconds: float = 10.0
+    eviction_grace_seconds: float = 30.0
+    checkpoint_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.cycle_seconds) and self.cycle_seconds > 0):
+            raise ValueError(f"cycle_seconds must be > 0, got {self.cycle_seconds}")
+        if not (math.isfinite(self.eviction_grace_seconds) and self.eviction_grace_seconds >= 0):
+            raise ValueError(
+                f"eviction_grace_seconds must be >= 0, got {self.eviction_grace_seconds}"
+            )
+        if self.checkpoint_seconds is not None and not (
+            math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds > 0
+        ):
+            raise ValueError(
+                f"checkpoint_seconds must be > 0 (or None), got {self.checkpoint_seconds}"
+            )
+
+    def kept_seconds(self, work_seconds: float) -> float:
+        """The work a workload keeps when stopped after `work_seconds` of work in total."""
+        if self.checkpoint_seconds is None:
+            return 0.0
+        return math.floor(work_seconds / self.checkpoint_seconds) * self.checkpoint_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """At `at`, `workload` is submitted; it finishes after `duration_seconds` of running time.
+
+    The workload must be PENDING; its `submitted_at` is set by the engine to `at`.
+    """
+
+    at: float
+    workload: Workload
+    duration_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.workload.state is not WorkloadState.PENDING:
+            raise ValueError(f"submission {self.workload.name!r}: the workload must be pending")
+        if not (math.isfinite(self.duration_seconds) and self.duration_seconds > 0):
+            raise ValueError(
+                f"submission {self.workload.name!r}: duration_seconds must be > 0, "
+                f"got {self.duration_seconds}"
+            )
+        _check_time(self.at, f"submission {self.workload.name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeChange:
+    """At `at`, `node` goes down (`ready` False) or comes back up (`ready` True)."""
+
+    at: float
+    node: str
+    ready: bool
+
+    def __post_init__(self) -> None:
+        _check_time(self.at, f"node change {self.node!r}")
+
+
+def _check_time(at: float, what: str) -> None:
+    if not (math.isfinite(at) and at >= 0):
+        raise ValueError(f"{what}: at must be a time >= 0 seconds, got {at}")

@@ -1,0 +1,88 @@
+"""Golden scenarios: every `testdata/*.toml` replayed, its rendered report compared to a file.
+
+The goldens are regenerated only on request: `AISTACK_UPDATE_GOLDEN=1 scripts/test -k golden`
+rewrites them (never when `CI` is set, so CI always compares). Read the diff of a regenerated
+golden as carefully as code: each scenario's header comment says what should happen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from scheduler_service.sim import bundled_scenario, load_scenario, render_report, run_scenario
+
+TESTDATA = Path(__file__).parent / "testdata"
+SCENARIOS = sorted(TESTDATA.glob("*.toml"))
+
+
+def _golden_of(scenario: Path) -> Path:
+    return scenario.with_suffix(".golden.txt")
+
+
+def _updating() -> bool:
+    return os.environ.get("AISTACK_UPDATE_GOLDEN") == "1" and "CI" not in os.environ
+
+
+def _compare(actual: str, golden: Path) -> None:
+    if _updating():
+        golden.write_text(actual, encoding="utf-8")
+        return
+    if not golden.exists():
+        pytest.fail(f"no golden {golden.name}; create it with AISTACK_UPDATE_GOLDEN=1")
+    expected = golden.read_text(encoding="utf-8")
+    if actual != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                actual.splitlines(keepends=True),
+                fromfile=f"{golden.name} (golden)",
+                tofile="actual",
+            )
+        )
+        pytest.fail(
+            f"{golden.name} differs from the replay:\n{diff}\n"
+            "If the change is intended, regenerate with AISTACK_UPDATE_GOLDEN=1 and review it.",
+            pytrace=False,
+        )
+
+
+def test_there_are_scenarios() -> None:
+    assert len(SCENARIOS) >= 9
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda path: path.stem)
+def test_scenario_matches_golden(path: Path) -> None:
+    result = run_scenario(load_scenario(path))
+
+    submitted = {o.workload for o in result.outcomes}
+    assert len(submitted) == len(result.outcomes), "every workload has exactly one outcome"
+    _compare(render_report(result), _golden_of(path))
+
+
+def test_bundled_demo_scenario_matches_the_same_golden() -> None:
+    """`aistack demo` replays the packaged copy; it must tell the tested story."""
+    result = run_scenario(bundled_scenario("three_researchers"))
+
+    expected = _golden_of(TESTDATA / "three_researchers.toml").read_text(encoding="utf-8")
+    assert render_report(result) == expected
+
+
+def test_bundled_demo_scenario_is_the_testdata_file() -> None:
+    packaged = resources.files("scheduler_service.sim").joinpath("scenarios")
+    text = packaged.joinpath("three_researchers.toml").read_text(encoding="utf-8")
+
+    assert text == (TESTDATA / "three_researchers.toml").read_text(encoding="utf-8")
+
+
+def test_every_golden_has_its_scenario() -> None:
+    stale = [
+        golden.name
+        for golden in TESTDATA.glob("*.golden.txt")
+        if not golden.with_name(golden.name.replace(".golden.txt", ".toml")).exists()
+    ]
+    assert stale == []
