@@ -45,6 +45,7 @@ from scheduler_service.core._plan import (
     WaitingForEviction,
     format_gpus,
 )
+from scheduler_service.core._scheduler import Scheduler, SchedulerError
 
 __all__ = [
     "GPU",
@@ -72,6 +73,8 @@ __all__ = [
     "Reason",
     "Request",
     "Reservation",
+    "Scheduler",
+    "SchedulerError",
     "ShareInput",
     "Snapshot",
     "SnapshotError",

@@ -30,7 +30,6 @@ from fractions import Fraction
 from scheduler_service.core._fairshare import ShareInput, fair_shares
 from scheduler_service.core._model import (
     Allocation,
-    Queue,
     Snapshot,
     Workload,
     WorkloadState,
@@ -62,10 +61,10 @@ from scheduler_service.core._plan import (
     WaitingForEviction,
     format_gpus,
 )
-from scheduler_service.core._state import CycleState
 from scheduler_service.core._victims import Candidate, VictimSearch, by_locality, find_victims
+from scheduler_service.core._world import World
 
-__all__ = ["schedule"]
+__all__ = ["run_cycle", "schedule"]
 
 _GateReason = QueueAtLimit | OverQuotaNotAllowed
 
@@ -76,38 +75,37 @@ def schedule(snapshot: Snapshot, now: float) -> Plan:
     Pure and deterministic: no I/O, no clock, no randomness; the same snapshot and `now` give
     the same plan, whatever the order of the snapshot's entries.
     """
-    cycle = _Cycle(snapshot, now)
-    cycle.validate()  # 0
-    cycle.fair_share()  # 1
-    cycle.allocate()  # 2 and 3: the order drives allocation as queues' standing changes
-    cycle.reclaim()  # 4
-    cycle.preempt()  # 5
-    return cycle.explain()  # 6
+    return run_cycle(World(snapshot), now)
+
+
+def run_cycle(world: World, now: float) -> Plan:
+    """One cycle on `world`, which is left as it was found (see `_Cycle.undo`)."""
+    cycle = _Cycle(world, now)
+    try:
+        cycle.validate()  # 0
+        cycle.fair_share()  # 1
+        cycle.allocate()  # 2 and 3: the order drives allocation as queues' standing changes
+        cycle.reclaim()  # 4
+        cycle.preempt()  # 5
+        return cycle.explain()  # 6
+    finally:
+        cycle.undo()
 
 
 class _Cycle:
     """Scratch data of one cycle; see the module docstring for the phases."""
 
-    def __init__(self, snapshot: Snapshot, now: float) -> None:
-        self.snapshot = snapshot
+    def __init__(self, world: World, now: float) -> None:
+        self.world = world
         self.now = now
-        self.policy = snapshot.policy
-        self.queues: dict[str, Queue] = {q.name: q for q in snapshot.queues}
-        self.parents_with_children = {q.parent for q in snapshot.queues if q.parent}
-        self.state = CycleState(snapshot)
-        pending = WorkloadState.PENDING
-        self.all_pending = sorted(
-            (w for w in snapshot.workloads if w.state is pending), key=lambda w: w.name
-        )
+        self.policy = world.policy
+        self.queues = world.queues
+        self.parents_with_children = world.parents_with_children
+        self.state = world.state
+        self.all_pending = world.sorted_pending()
         self.pending = self.all_pending  # phase 0 narrows it to workloads with a valid target
-        # Placed workloads are only ever used in orders that end in their unique name.
-        self.placed = [w for w in snapshot.workloads if w.state is not pending]
-        self.placed_by_pool: dict[str, list[Workload]] = {}
-        self.placed_by_queue_pool: dict[tuple[str, str], list[Workload]] = {}
-        for workload in self.placed:
-            pool = self.state.placed_pool[workload.name]
-            self.placed_by_pool.setdefault(pool, []).append(workload)
-            self.placed_by_queue_pool.setdefault((workload.queue, pool), []).append(workload)
+        self.placed_by_pool = world.placed_by_pool
+        self.placed_by_queue_pool = world.placed_by_queue_pool
         self._reclaim_order: dict[str, list[Candidate]] = {}
         self._preempt_order: dict[tuple[str, str], list[Candidate]] = {}
         self._lowest_priority: dict[tuple[str, str], int] = {}
@@ -115,8 +113,9 @@ class _Cycle:
         self.pools_for: dict[str, list[str]] = {}
         self.reasons: dict[str, Reason] = {}
         self.notes: dict[str, str] = {}
-        self.admitted: dict[str, Allocation] = {}
+        self.admitted: dict[str, tuple[Workload, Allocation]] = {}
         self.evictions: list[Eviction] = []
+        self.evicted: list[tuple[Workload, str]] = []
         self.claimed: set[str] = set()
         self.nominated: dict[str, tuple[WaitingForEviction, Workload, str]] = {}
         self.reservations: list[Reservation] = []
@@ -124,6 +123,21 @@ class _Cycle:
         self.demand: dict[tuple[str, str], int] = {}
         self._fits_cache: dict[tuple[object, ...], bool] = {}
         self._explain_cache: dict[tuple[object, ...], object] = {}
+
+    def undo(self) -> None:
+        """Give the world back as it was before the cycle.
+
+        The plan is only a proposal: admissions are taken back (a driver reports them once
+        carried out), evicted workloads count for their queues again until the driver reports
+        them evicting, and reservations are lifted (the next cycle makes them anew).
+        """
+        for workload, allocation in self.admitted.values():
+            self.state.give(workload, allocation)
+        for victim, pool in self.evicted:
+            self.state.account(victim, pool, +1)
+        for reservation in self.reservations:
+            for name in reservation.nodes:
+                self.state.node_by_name[name].reserved_for = None
 
     # -- 0. validate ----------------------------------------------------------------------
 
@@ -294,7 +308,7 @@ class _Cycle:
                 continue
             allocation = place(self.state, workload, pool)
             if allocation is not None:
-                self.admitted[workload.name] = allocation
+                self.admitted[workload.name] = (workload, allocation)
                 return True
         if gate_reason is not None:
             self.reasons[workload.name] = gate_reason
@@ -442,7 +456,7 @@ class _Cycle:
         """
         if pool not in self._reclaim_order:
             candidates = []
-            for other in self.placed_by_pool.get(pool, []):
+            for other in self.placed_by_pool.get(pool, {}).values():
                 if other.state is WorkloadState.EVICTING:
                     candidates.append(Candidate(other, (-math.inf, other.name), accounted=False))
                 elif other.is_preemptible and self._past_min_runtime(other, reclaim=True):
@@ -546,6 +560,7 @@ class _Cycle:
             if not candidate.accounted:
                 continue
             self.state.account(victim, pool, -1)
+            self.evicted.append((victim, pool))
             self.evictions.append(
                 Eviction(
                     workload=victim.name,
@@ -631,7 +646,7 @@ class _Cycle:
         has a priority under `below`.
         """
         key = (queue, pool)
-        placed = self.placed_by_queue_pool.get(key, [])
+        placed = self.placed_by_queue_pool.get(key, {}).values()
         if key not in self._lowest_priority:
             self._lowest_priority[key] = min((w.priority for w in placed), default=below)
         if self._lowest_priority[key] >= below:
@@ -644,7 +659,7 @@ class _Cycle:
                         (other.priority, -(other.started_at or 0.0), other.name),
                         accounted=True,
                     )
-                    for other in self.placed_by_queue_pool.get(key, [])
+                    for other in self.placed_by_queue_pool.get(key, {}).values()
                     if other.state is WorkloadState.RUNNING
                     and other.is_preemptible
                     and self._past_min_runtime(other, reclaim=False)
@@ -659,11 +674,14 @@ class _Cycle:
         Built once per pool and cycle; the search's `eligible` skips those claimed since.
         """
         if pool not in self._evicting:
-            self._evicting[pool] = [
-                Candidate(other, (-math.inf, other.name), accounted=False)
-                for other in self.placed_by_pool.get(pool, [])
-                if other.state is WorkloadState.EVICTING
-            ]
+            self._evicting[pool] = sorted(
+                (
+                    Candidate(other, (-math.inf, other.name), accounted=False)
+                    for other in self.placed_by_pool.get(pool, {}).values()
+                    if other.state is WorkloadState.EVICTING
+                ),
+                key=lambda c: c.cost,
+            )
         return self._evicting[pool]
 
     def _still_pending(self) -> Iterator[Workload]:
@@ -692,7 +710,7 @@ class _Cycle:
             if workload.name not in self.admitted
         ]
         admissions = tuple(
-            Admission(name, allocation) for name, allocation in sorted(self.admitted.items())
+            Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
         )
         return Plan(
             admissions=admissions,

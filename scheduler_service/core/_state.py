@@ -12,6 +12,7 @@ tightest fit scans a handful of buckets instead of every node.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -120,18 +121,20 @@ class PoolState:
 
     name: str
     nodes: list[int] = field(default_factory=list)
-    # whole[k] holds the schedulable nodes with exactly k whole free GPUs (dicts as ordered sets).
-    whole: list[dict[int, None]] = field(default_factory=list)
-    # partial[c] holds the shared GPUs (by id) with c percent of compute free.
-    partial: list[dict[int, None]] = field(default_factory=lambda: [{} for _ in range(_FULL)])
+    # whole[k] holds the ids of schedulable nodes with exactly k whole free GPUs, sorted: the
+    # order never depends on history, so a state rebuilt from a snapshot and one kept up to
+    # date event by event place identically.
+    whole: list[list[int]] = field(default_factory=list)
+    # partial[c] holds the ids of shared GPUs with c percent of compute free, sorted.
+    partial: list[list[int]] = field(default_factory=lambda: [[] for _ in range(_FULL)])
     capacity_milli: int = 0
     free_whole: int = 0
     gpu_memory_mib: int = 0
 
-    def whole_bucket(self, count: int) -> dict[int, None]:
+    def whole_bucket(self, count: int) -> list[int]:
         """The bucket for `count` whole free GPUs, grown on demand."""
         while len(self.whole) <= count:
-            self.whole.append({})
+            self.whole.append([])
         return self.whole[count]
 
 
@@ -210,11 +213,11 @@ class CycleState:
                 if not node.schedulable:
                     continue
                 pool_state.free_whole += node.free_whole
-                pool_state.whole_bucket(node.free_whole)[node_id] = None
+                pool_state.whole_bucket(node.free_whole).append(node_id)
                 for gpu in node.gpus:
                     bucket = gpu.partial_key()
                     if bucket is not None:
-                        pool_state.partial[bucket][gpu.id] = None
+                        pool_state.partial[bucket].append(gpu.id)
         for (queue, pool_name, preemptible), amount in sorted(leaf_usage.items()):
             for name in self.ancestry(queue):
                 usage = self.usage[name]
@@ -223,6 +226,33 @@ class CycleState:
                     usage.non_preemptible[pool_name] = (
                         usage.non_preemptible.get(pool_name, 0) + amount
                     )
+
+    def load_one(self, workload: Workload) -> None:
+        """Add one RUNNING or EVICTING workload to a built state (what `_load` does in bulk)."""
+        allocation = workload.allocation
+        assert allocation is not None
+        pool = self.pool_of(allocation)
+        self.occupy(workload.request, allocation)
+        self.placed_pool[workload.name] = pool
+        held = (workload.queue, pool)
+        self.placed_charge[held] = self.placed_charge.get(held, 0) + self.charge(workload, pool)
+        if workload.state is WorkloadState.RUNNING:
+            self.account(workload, pool, +1)
+
+    def unload_one(self, workload: Workload) -> None:
+        """Undo `load_one` of the same workload."""
+        allocation = workload.allocation
+        assert allocation is not None
+        pool = self.placed_pool.pop(workload.name)
+        self.vacate(workload.request, allocation)
+        held = (workload.queue, pool)
+        left = self.placed_charge.get(held, 0) - self.charge(workload, pool)
+        if left:
+            self.placed_charge[held] = left
+        else:
+            self.placed_charge.pop(held, None)
+        if workload.state is WorkloadState.RUNNING:
+            self.account(workload, pool, -1)
 
     def _add_node(self, node: Node) -> None:
         node_id = len(self.nodes)
@@ -329,10 +359,10 @@ class CycleState:
         gpu.free_memory_mib += memory
         gpu.holders -= sign
         if old_key is not None and node.schedulable:
-            del pool.partial[old_key][gpu.id]
+            _discard(pool.partial[old_key], gpu.id)
         new_key = gpu.partial_key()
         if new_key is not None and node.schedulable:
-            pool.partial[new_key][gpu.id] = None
+            insort(pool.partial[new_key], gpu.id)
         is_whole = gpu.holders == 0
         if was_whole != is_whole:
             delta = 1 if is_whole else -1
@@ -344,11 +374,16 @@ class CycleState:
         if not node.schedulable:
             return
         pool = self.pools[node.node.pool]
-        del pool.whole[whole_before][node.id]
-        pool.whole_bucket(node.free_whole)[node.id] = None
+        _discard(pool.whole[whole_before], node.id)
+        insort(pool.whole_bucket(node.free_whole), node.id)
 
     def free_milli(self, pool: str) -> int:
         """Free GPU capacity of a pool in milli-GPUs, counting shared GPUs' free compute."""
         state = self.pools[pool]
         partial = sum(c * len(bucket) for c, bucket in enumerate(state.partial))
         return state.free_whole * MILLI_GPU + partial * MILLI_GPU // _FULL
+
+
+def _discard(ids: list[int], item: int) -> None:
+    """Remove `item` from the sorted list `ids`, where it must be."""
+    del ids[bisect_left(ids, item)]

@@ -1,0 +1,96 @@
+"""`Scheduler` keeps the core warm between cycles; it must decide exactly as `schedule` does.
+
+Random event histories (submit, carry out admissions and evictions, finish, requeue, node
+loss) drive a `Scheduler`; after every step its plan must equal `schedule` on its snapshot,
+and carrying out that plan must keep every invariant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scheduler_service.core import (
+    Plan,
+    Scheduler,
+    SchedulerError,
+    WorkloadState,
+    check_plan,
+    schedule,
+)
+from tests.core.builders import make_node, make_queue, make_step, pod_on
+from tests.core.strategies import clusters, queue_trees, workloads
+
+STEPS = 8
+
+
+def _carry_out(scheduler: Scheduler, plan: Plan, now: float) -> None:
+    for admission in plan.admissions:
+        scheduler.started(admission.workload, admission.allocation, now)
+    for eviction in plan.evictions:
+        scheduler.evicting(eviction.workload)
+
+
+@given(st.data())
+def test_scheduler_decides_as_schedule_does_after_any_history(data: st.DataObject) -> None:
+    nodes = data.draw(clusters(max_nodes=6))
+    pools = sorted({n.pool for n in nodes})
+    queues = data.draw(queue_trees(pools, contended=data.draw(st.booleans())))
+    scheduler = Scheduler(nodes, queues)
+    now = 0.0
+    count = 0
+    for _ in range(STEPS):
+        for _ in range(data.draw(st.integers(0, 3))):
+            count += 1
+            scheduler.submit(data.draw(workloads(f"w{count:03}", queues, pools, submitted_at=now)))
+        snapshot = scheduler.snapshot()
+        plan = scheduler.cycle(now)
+        assert plan == schedule(snapshot, now)
+        assert check_plan(snapshot, plan) == []
+        _carry_out(scheduler, plan, now)
+        now += 60.0
+        placed = [w for w in scheduler.snapshot().workloads if w.state is not WorkloadState.PENDING]
+        for workload in placed:
+            event = data.draw(st.sampled_from(("keep", "keep", "finish", "requeue")))
+            if event == "finish":
+                scheduler.finished(workload.name)
+            elif event == "requeue" or workload.state is WorkloadState.EVICTING:
+                scheduler.requeued(workload.name)
+        if data.draw(st.sampled_from((False, False, False, True))):
+            node = data.draw(st.sampled_from(nodes))
+            scheduler.set_node_ready(node.name, data.draw(st.sampled_from((True, False))))
+    assert scheduler.cycle(now) == schedule(scheduler.snapshot(), now)
+
+
+def test_a_cycle_leaves_the_scheduler_unchanged() -> None:
+    scheduler = Scheduler([make_node("n1", gpus=8)], [make_queue("a", quota=2)])
+    scheduler.submit(make_step("train", "a", gpus=4, pods=2))
+    first = scheduler.cycle(10.0)
+    assert first.admissions
+    assert scheduler.cycle(10.0) == first
+    assert scheduler.snapshot().workloads[0].state is WorkloadState.PENDING
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (lambda s: s.submit(make_step("train", "a", gpus=1)), "a workload of that name exists"),
+        (lambda s: s.evicting("ghost"), "no running or evicting workload"),
+        (lambda s: s.finished("ghost"), "no such workload"),
+        (lambda s: s.started("train", (pod_on("n9", 0),), 0.0), "does not match the cluster"),
+        (lambda s: s.started("train", (pod_on("n1", 0), pod_on("n1", 1)), 0.0), "allocation has 2"),
+        (lambda s: s.set_node_ready("n9", False), "no such node"),
+    ],
+)
+def test_reports_that_do_not_fit_are_refused_and_change_nothing(
+    action: Callable[[Scheduler], object], message: str
+) -> None:
+    scheduler = Scheduler([make_node("n1", gpus=2)], [make_queue("a", quota=2)])
+    scheduler.submit(make_step("train", "a", gpus=1))
+    before = scheduler.snapshot()
+    with pytest.raises(SchedulerError, match=message):
+        action(scheduler)
+    assert scheduler.snapshot() == before
