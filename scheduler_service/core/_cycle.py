@@ -61,7 +61,13 @@ from scheduler_service.core._plan import (
     WaitingForEviction,
     format_gpus,
 )
-from scheduler_service.core._victims import Candidate, VictimSearch, by_locality, find_victims
+from scheduler_service.core._victims import (
+    Candidate,
+    LazyOrder,
+    VictimSearch,
+    by_locality,
+    find_victims,
+)
 from scheduler_service.core._world import World
 
 __all__ = ["run_cycle", "schedule"]
@@ -106,7 +112,7 @@ class _Cycle:
         self.pending = self.all_pending  # phase 0 narrows it to workloads with a valid target
         self.placed_by_pool = world.placed_by_pool
         self.placed_by_queue_pool = world.placed_by_queue_pool
-        self._reclaim_order: dict[str, list[Candidate]] = {}
+        self._reclaim_order: dict[str, LazyOrder] = {}
         self._preempt_order: dict[tuple[str, str], list[Candidate]] = {}
         self._lowest_priority: dict[tuple[str, str], int] = {}
         self._evicting: dict[str, list[Candidate]] = {}
@@ -167,21 +173,25 @@ class _Cycle:
             return f"pool(s) {', '.join(unknown)} do not exist (pools: {', '.join(sorted(pools))})"
         candidates = list(workload.pools) or sorted(pools)
         if workload.models:
-            candidates = [
-                p
-                for p in candidates
-                if any(
-                    self.state.nodes[n].node.gpu_model in workload.models for n in pools[p].nodes
-                )
-            ]
+            chosen = candidates
+            candidates = [p for p in chosen if self._has_model(p, workload.models)]
             if not candidates:
+                wanted = " or ".join(workload.models)
+                elsewhere = [p for p in sorted(pools) if self._has_model(p, workload.models)]
+                if elsewhere:
+                    return (
+                        f"pool(s) {', '.join(chosen)} have no GPU model {wanted}; it is in "
+                        f"pool(s) {', '.join(elsewhere)}"
+                    )
                 models = sorted({n.node.gpu_model for n in self.state.nodes if n.node.gpus})
-                return (
-                    f"no node has GPU model {' or '.join(workload.models)} "
-                    f"(models: {', '.join(models) or 'none'})"
-                )
+                return f"no node has GPU model {wanted} (models: {', '.join(models) or 'none'})"
         usable = [p for p in candidates if self._ever_fits(workload, p)]
         return usable or self._never_fits_message(workload, candidates)
+
+    def _has_model(self, pool: str, models: tuple[str, ...]) -> bool:
+        return any(
+            self.state.nodes[n].node.gpu_model in models for n in self.state.pools[pool].nodes
+        )
 
     def _never_fits_message(self, workload: Workload, candidates: list[str]) -> str:
         return (
@@ -448,7 +458,7 @@ class _Cycle:
                 self._commit(workload, pool, found, EvictionCause.RECLAIM)
                 break
 
-    def _reclaim_candidates(self, workload: Workload, pool: str) -> list[Candidate]:
+    def _reclaim_candidates(self, workload: Workload, pool: str) -> LazyOrder:
         """Everything in `pool` that reclaim may take, in search order.
 
         Built once per pool and cycle; `_reclaim_filter` skips the workload's own queue and
@@ -625,12 +635,12 @@ class _Cycle:
                 if not candidates:
                     continue
                 # Room already being made is used before anything more is evicted.
-                candidates = [*self._evicting_in(pool), *by_locality(self.state, candidates)]
+                groups = [("", self._evicting_in(pool)), *by_locality(self.state, candidates)]
                 found = find_victims(
                     self.state,
                     workload,
                     pool,
-                    candidates,
+                    groups,
                     eligible=lambda candidate: candidate.workload.name not in self.claimed,
                     admissible=self._admissible(workload, pool),
                 )
@@ -728,7 +738,13 @@ class _Cycle:
         pool = self.pools_for[workload.name][0]
         holder = self._reservation_holder(workload, pool)
         if holder is not None:
-            return BlockedByReservation(pool=pool, holder=holder)
+            return BlockedByReservation(
+                pool=pool,
+                holder=holder.workload,
+                reserved_nodes=len(holder.nodes),
+                reserved_free_milli=holder.free_milli,
+                holder_needs_milli=holder.needed_milli,
+            )
         request = workload.request
         wish = workload.topology
         if wish is not None and wish.required and workload.pods > 1:
@@ -777,7 +793,7 @@ class _Cycle:
             fair_share_note=note,
         )
 
-    def _reservation_holder(self, workload: Workload, pool: str) -> str | None:
+    def _reservation_holder(self, workload: Workload, pool: str) -> Reservation | None:
         """The gang whose reservation keeps `workload` out, if lifting it would let it fit."""
         held = [r for r in self.reservations if r.pool == pool and r.workload != workload.name]
         if not held:
@@ -799,7 +815,7 @@ class _Cycle:
         used = {pod.node for pod in allocation}
         for reservation in held:
             if used & set(reservation.nodes):
-                return reservation.workload
+                return reservation
         return None
 
     def _largest_free(self, pool: str) -> str:

@@ -176,12 +176,18 @@ class BlockedByReservation(Reason):
     code: ClassVar[str] = "BlockedByReservation"
     pool: str
     holder: str
+    reserved_nodes: int
+    reserved_free_milli: int
+    holder_needs_milli: int
 
     @property
     def message(self) -> str:
         return (
-            f"the free GPUs in pool {self.pool} that fit this step are reserved for gang "
-            f"{self.holder}, which has waited longer"
+            f"the free GPUs in pool {self.pool} that fit this step are on "
+            f"{self.reserved_nodes} node(s) reserved for gang {self.holder} "
+            f"({format_gpus(self.reserved_free_milli)} of the "
+            f"{format_gpus(self.holder_needs_milli)} GPUs it needs are free there), which is "
+            f"at the head of its queue"
         )
 
 

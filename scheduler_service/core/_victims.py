@@ -18,7 +18,7 @@ evictions are considered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,7 +26,7 @@ from scheduler_service.core._model import Allocation, Workload
 from scheduler_service.core._placement import place, pod_capacity, static_fit
 from scheduler_service.core._state import CycleState
 
-__all__ = ["Candidate", "VictimSearch", "by_locality", "find_victims"]
+__all__ = ["Candidate", "Group", "LazyOrder", "VictimSearch", "by_locality", "find_victims"]
 
 
 class Candidate(NamedTuple):
@@ -41,6 +41,10 @@ class Candidate(NamedTuple):
     accounted: bool
 
 
+Group = tuple[str, Sequence[Candidate]]
+"""One node's candidates of one cost (the node is "" for a group not tied to one node)."""
+
+
 @dataclass(frozen=True, slots=True)
 class VictimSearch:
     """The outcome: the victims to evict, and where the workload will then go."""
@@ -53,12 +57,15 @@ def find_victims(
     state: CycleState,
     workload: Workload,
     pool: str,
-    candidates: Iterable[Candidate],
+    candidates: Iterable[Group],
     *,
     eligible: Callable[[Candidate], bool],
     admissible: Callable[[], bool],
 ) -> VictimSearch | None:
-    """Search victims for `workload` in `pool` among `candidates`, tried in the given order.
+    """Search victims for `workload` in `pool` among `candidates`, group by group.
+
+    Inside a node's group, the smallest victim that frees what the workload still needs on
+    that node comes first, else the largest: fewer victims (see `_best_fit`).
 
     `eligible(c)` says whether c may be taken given what is released so far (it is asked
     lazily, so a long candidate list costs only as far as the search goes); `admissible()`
@@ -70,15 +77,18 @@ def find_victims(
     everywhere = len(nodes) == len(pool_nodes)
     released: list[Candidate] = []
     found: Allocation | None = None
-    for candidate in candidates:
-        if not (everywhere or _on_nodes(candidate, nodes)) or not eligible(candidate):
-            continue
-        _release(state, candidate)
-        released.append(candidate)
-        if _might_fit(state, workload, pool) and admissible():
-            found = _try_place(state, workload, pool)
-            if found is not None:
-                break
+    for node, group in candidates:
+        for candidate in _best_fit(state, workload, node, group):
+            if not (everywhere or _on_nodes(candidate, nodes)) or not eligible(candidate):
+                continue
+            _release(state, candidate)
+            released.append(candidate)
+            if _might_fit(state, workload, pool) and admissible():
+                found = _try_place(state, workload, pool)
+                if found is not None:
+                    break
+        if found is not None:
+            break
     if found is None:
         _restore_all(state, released)
         return None
@@ -104,24 +114,79 @@ def find_victims(
     )
 
 
-def by_locality(state: CycleState, candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Cheapest first; at equal cost, candidates on the nodes that could free the most first."""
+def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder:
+    """Cheapest first; at equal cost, candidates on the nodes that could free the most first.
+
+    Only the node order is sorted up front; each node's few candidates are sorted when the
+    search gets there, which it rarely does for more than a handful of nodes.
+    """
     potential: dict[str, int] = {}
+    tiers: dict[object, dict[str, list[Candidate]]] = {}
     for candidate in candidates:
-        assert candidate.workload.allocation is not None
-        for pod in candidate.workload.allocation:
+        allocation = candidate.workload.allocation
+        assert allocation is not None
+        for pod in allocation:
             potential[pod.node] = potential.get(pod.node, 0) + max(
                 len(pod.gpus), 1 if pod.slice else 0
             )
+        tier = tiers.setdefault(candidate.cost[0], {})
+        tier.setdefault(allocation[0].node, []).append(candidate)
     for name in potential:
         potential[name] += state.node_by_name[name].free_whole
 
-    def key(candidate: Candidate) -> tuple[object, ...]:
-        assert candidate.workload.allocation is not None
-        first = candidate.workload.allocation[0].node
-        return (candidate.cost[0], -potential[first], first, candidate.cost)
+    def generate() -> Iterator[Group]:
+        for cost in sorted(tiers, key=_tier_key):
+            by_node = tiers[cost]
+            for node in sorted(by_node, key=lambda n: (-potential[n], n)):
+                yield node, sorted(by_node[node], key=lambda c: c.cost)
 
-    return sorted(candidates, key=key)
+    return LazyOrder(generate())
+
+
+def _best_fit(
+    state: CycleState, workload: Workload, node_name: str, group: Sequence[Candidate]
+) -> Sequence[Candidate]:
+    """Order one node's candidates of one cost for a whole-GPU workload: fewest victims."""
+    gpus = workload.request.gpus
+    if not gpus or len(group) < 2 or node_name not in state.node_by_name:
+        return group
+    node = state.node_by_name[node_name]
+    need = min(len(node.gpus) // gpus, workload.pods) * gpus - node.free_whole
+    if need <= 0:
+        return group
+
+    def held(candidate: Candidate) -> int:
+        allocation = candidate.workload.allocation
+        assert allocation is not None
+        return sum(len(pod.gpus) for pod in allocation if pod.node == node_name and not pod.slice)
+
+    enough = sorted((c for c in group if held(c) >= need), key=lambda c: (held(c), c.cost))
+    short = sorted((c for c in group if held(c) < need), key=lambda c: (-held(c), c.cost))
+    return [*enough[:1], *short, *enough[1:]]
+
+
+def _tier_key(cost: object) -> float:
+    assert isinstance(cost, int | float)
+    return cost
+
+
+class LazyOrder:
+    """A sequence produced on demand and remembered, so several searches share one order."""
+
+    def __init__(self, source: Iterator[Group]) -> None:
+        self._source = source
+        self._seen: list[Group] = []
+
+    def __iter__(self) -> Iterator[Group]:
+        index = 0
+        while True:
+            if index == len(self._seen):
+                produced = next(self._source, None)
+                if produced is None:
+                    return
+                self._seen.append(produced)
+            yield self._seen[index]
+            index += 1
 
 
 def _on_nodes(candidate: Candidate, nodes: set[str]) -> bool:
