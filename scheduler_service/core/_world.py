@@ -19,6 +19,7 @@ from scheduler_service.core._model import (
     WorkloadState,
 )
 from scheduler_service.core._state import CycleState
+from scheduler_service.core._targets import Targets
 
 __all__ = ["World"]
 
@@ -31,8 +32,8 @@ class World:
         self.queue_list: tuple[Queue, ...] = snapshot.queues
         self.policy: Policy = snapshot.policy
         self.queues: dict[str, Queue] = {q.name: q for q in snapshot.queues}
-        self.parents_with_children = {q.parent for q in snapshot.queues if q.parent}
         self.state = CycleState(snapshot)
+        self.targets = Targets(self.state, self.queues)
         self.pending: dict[str, Workload] = {}
         self.placed: dict[str, Workload] = {}
         self.placed_by_pool: dict[str, dict[str, Workload]] = {}
