@@ -121,6 +121,7 @@ class _Cycle:
         self.evictions: list[Eviction] = []
         self.evicted: list[tuple[Workload, str]] = []
         self.claimed: set[str] = set()
+        self.promised: dict[tuple[str, str], int] = {}
         self.nominated: dict[str, tuple[WaitingForEviction, Workload, str]] = {}
         self.reservations: list[Reservation] = []
         self.shares: dict[tuple[str, str], int] = {}
@@ -440,7 +441,9 @@ class _Cycle:
         for name in theirs:
             if name in common:
                 break
-            held = self.state.allocated(name, pool)
+            # What the queue runs: a nominee of this cycle counts for its queue's own
+            # decisions, but it is not work that runs and can be taken.
+            held = self.state.allocated(name, pool) - self.promised.get((name, pool), 0)
             quota = gpus_to_milli(self.queues[name].quota_in(pool).quota)
             if held - charge < quota:
                 return False
@@ -486,6 +489,9 @@ class _Cycle:
                 )
             )
         self.state.account(workload, pool, +1)
+        for name in self.state.ancestry(workload.queue):
+            key = (name, pool)
+            self.promised[key] = self.promised.get(key, 0) + self.state.charge(workload, pool)
         reason = WaitingForEviction(pool=pool, victims=tuple(names), freed_milli=freed)
         self.nominated[workload.name] = (reason, workload, pool)
 
