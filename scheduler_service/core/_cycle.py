@@ -373,11 +373,15 @@ class _Cycle:
         """
         if pool not in self._reclaim_order:
             candidates = []
+            evicting = WorkloadState.EVICTING
+            protected = {name: self._min_runtime(name, reclaim=True) for name in self.queues}
             for other in self.placed_by_pool.get(pool, {}).values():
-                if other.state is WorkloadState.EVICTING:
+                started = other.started_at or 0.0
+                if other.state is evicting:
                     candidates.append(Candidate(other, (-math.inf, other.name), accounted=False))
-                elif other.is_preemptible and self._past_min_runtime(other, reclaim=True):
-                    started = other.started_at or 0.0
+                elif other.is_preemptible and self.now - started >= protected.get(
+                    other.queue, self.policy.reclaim_min_runtime_seconds
+                ):
                     candidates.append(
                         Candidate(other, (other.priority, -started, other.name), accounted=True)
                     )
@@ -452,14 +456,17 @@ class _Cycle:
         return True
 
     def _past_min_runtime(self, workload: Workload, *, reclaim: bool) -> bool:
-        queue = self.queues.get(workload.queue)
+        started = workload.started_at or 0.0
+        return self.now - started >= self._min_runtime(workload.queue, reclaim=reclaim)
+
+    def _min_runtime(self, queue_name: str, *, reclaim: bool) -> float:
+        """How long work of `queue_name` is protected from reclaim (or from preemption)."""
+        queue = self.queues.get(queue_name)
         if reclaim:
             own = queue.reclaim_min_runtime_seconds if queue else None
-            minimum = self.policy.reclaim_min_runtime_seconds if own is None else own
-        else:
-            own = queue.preempt_min_runtime_seconds if queue else None
-            minimum = self.policy.preempt_min_runtime_seconds if own is None else own
-        return self.now - (workload.started_at or 0.0) >= minimum
+            return self.policy.reclaim_min_runtime_seconds if own is None else own
+        own = queue.preempt_min_runtime_seconds if queue else None
+        return self.policy.preempt_min_runtime_seconds if own is None else own
 
     def _commit(
         self, workload: Workload, pool: str, found: VictimSearch, cause: EvictionCause

@@ -72,14 +72,23 @@ def find_victims(
     whether the workload passes its queue's gates with the current what-if usage. The state is
     left as it was found.
     """
-    pool_nodes = state.pools[pool].nodes
-    nodes = {state.nodes[n].node.name for n in pool_nodes if static_fit(state.nodes[n], workload)}
-    everywhere = len(nodes) == len(pool_nodes)
+    usable: dict[str, bool] = {}  # node -> static_fit for the workload, asked as needed
+
+    def on_usable_node(candidate: Candidate) -> bool:
+        allocation = candidate.workload.allocation
+        assert allocation is not None
+        for pod in allocation:
+            if pod.node not in usable:
+                usable[pod.node] = static_fit(state.node_by_name[pod.node], workload)
+            if usable[pod.node]:
+                return True
+        return False
+
     released: list[Candidate] = []
     found: Allocation | None = None
     for node, group in candidates:
         for candidate in _best_fit(state, workload, node, group):
-            if not (everywhere or _on_nodes(candidate, nodes)) or not eligible(candidate):
+            if not on_usable_node(candidate) or not eligible(candidate):
                 continue
             _release(state, candidate)
             released.append(candidate)
