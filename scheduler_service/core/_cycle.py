@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 from scheduler_service.core._fairshare import ShareInput, fair_shares
+from scheduler_service.core._fragmentation import Fragmentation, ShapeMix
 from scheduler_service.core._model import (
     Allocation,
     Snapshot,
@@ -122,6 +123,7 @@ class _Cycle:
         self.evicted: list[tuple[Workload, str]] = []
         self.claimed: set[str] = set()
         self.promised: dict[tuple[str, str], int] = {}
+        self._scorer: Fragmentation | None = None
         self.nominated: dict[str, tuple[WaitingForEviction, Workload, str]] = {}
         self.reservations: list[Reservation] = []
         self.shares: dict[tuple[str, str], int] = {}
@@ -223,13 +225,27 @@ class _Cycle:
             if gate is not None:
                 gate_reason = gate_reason or gate
                 continue
-            allocation = place(self.state, workload, pool)
+            allocation = place(self.state, workload, pool, scorer=self._scorer_for(workload))
             if allocation is not None:
                 self.admitted[workload.name] = (workload, allocation)
                 return True
         if gate_reason is not None:
             self.reasons[workload.name] = gate_reason
         return False
+
+    def _scorer_for(self, workload: Workload) -> Fragmentation | None:
+        """The fragmentation score for slices, against this cycle's mix of request shapes.
+
+        Slices are where fragmentation bites (a 30% leftover strands capacity a 50% slice cannot
+        use), so they are placed where they raise fragmentation least; whole GPUs keep the
+        cheaper tightest fit. Built on the first slice of a cycle, from every workload known.
+        """
+        if not workload.request.is_slice:
+            return None
+        if self._scorer is None:
+            workloads = [*self.all_pending, *self.world.placed.values()]
+            self._scorer = Fragmentation(ShapeMix.of_workloads(workloads))
+        return self._scorer
 
     def _gate(self, workload: Workload, pool: str) -> _GateReason | None:
         """Queue gates: no queue past its limit; non-preemptible work only within quota."""

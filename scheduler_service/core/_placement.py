@@ -9,7 +9,10 @@ A chain of small steps, each with its reason for being where it is:
    nodes stay free for large gangs; on the node, one NUMA group when possible;
 4. slices: a GPU that is already shared first (tightest free compute), and only then a whole
    GPU on the node with the fewest whole free GPUs, so slices do not fragment fresh GPUs;
-5. gangs: pods are placed one by one on the live state and all given back on the first
+5. with a `Fragmentation` scorer (a workload mix to score against), slices, whole GPUs and
+   CPU-only pods instead go where they raise the node's fragmentation least (`_fragmentation`),
+   ties broken by the tightest fit as above, so the next pods of the mix still find room;
+6. gangs: pods are placed one by one on the live state and all given back on the first
    failure; a topology wish picks the fullest domain of the level that still fits the gang.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from scheduler_service.core._fragmentation import Fragmentation, Signature, signature
 from scheduler_service.core._model import (
     Allocation,
     GpuSlice,
@@ -86,12 +90,19 @@ def pod_capacity(node: NodeState, request: Request) -> int:
 
 
 def place(
-    state: CycleState, workload: Workload, pool: str, accept: NodeFilter | None = None
+    state: CycleState,
+    workload: Workload,
+    pool: str,
+    accept: NodeFilter | None = None,
+    *,
+    scorer: Fragmentation | None = None,
 ) -> Allocation | None:
     """Place every pod of `workload` in `pool` and take the resources, or take nothing.
 
     On success the allocation is taken in `state` (queue usage included); undo it with
     `state.give(workload, allocation)`. `accept` narrows the nodes further (a what-if).
+    `scorer` makes the choice fragmentation-aware (step 5 of the module docstring); without
+    it the tightest fit wins.
     """
     request = workload.request
     pool_state = state.pools[pool]
@@ -103,11 +114,11 @@ def place(
 
     wish = workload.topology
     if wish is None or workload.pods == 1:
-        allocation = _place_pods(state, workload, pool_state, base)
+        allocation = _place_pods(state, workload, pool_state, base, scorer)
     else:
-        allocation = _place_in_domain(state, workload, pool_state, base, wish.level)
+        allocation = _place_in_domain(state, workload, pool_state, base, wish.level, scorer=scorer)
         if allocation is None and not wish.required:
-            allocation = _place_pods(state, workload, pool_state, base)
+            allocation = _place_pods(state, workload, pool_state, base, scorer)
     if allocation is not None:
         state.account(workload, pool, +1)
     return allocation
@@ -130,7 +141,13 @@ def domain_capacity(
 
 
 def _place_in_domain(
-    state: CycleState, workload: Workload, pool: PoolState, base: NodeFilter, level: str
+    state: CycleState,
+    workload: Workload,
+    pool: PoolState,
+    base: NodeFilter,
+    level: str,
+    *,
+    scorer: Fragmentation | None,
 ) -> Allocation | None:
     capacity = domain_capacity(state, workload, pool.name, level, base)
     fitting = sorted((pods, domain) for domain, pods in capacity.items() if pods >= workload.pods)
@@ -139,18 +156,25 @@ def _place_in_domain(
         def inside(node: NodeState, domain: str = domain) -> bool:
             return base(node) and node.domain(level) == domain
 
-        allocation = _place_pods(state, workload, pool, inside)
+        allocation = _place_pods(state, workload, pool, inside, scorer)
         if allocation is not None:
             return allocation
     return None
 
 
 def _place_pods(
-    state: CycleState, workload: Workload, pool: PoolState, accept: NodeFilter
+    state: CycleState,
+    workload: Workload,
+    pool: PoolState,
+    accept: NodeFilter,
+    scorer: Fragmentation | None,
 ) -> Allocation | None:
     placed: list[PodAllocation] = []
     for _ in range(workload.pods):
-        pod = _place_pod(state, workload.request, pool, accept)
+        if scorer is None:
+            pod = _place_pod(state, workload.request, pool, accept)
+        else:
+            pod = _place_scored(state, workload.request, pool, accept, scorer)
         if pod is None:
             state.vacate(workload.request, tuple(placed))
             return None
@@ -202,6 +226,99 @@ def _place_slice(
             if fresh:
                 return PodAllocation(node=node.node.name, gpus=(fresh[0].uuid,), slice=share)
     return None
+
+
+def _place_scored(
+    state: CycleState, request: Request, pool: PoolState, accept: NodeFilter, scorer: Fragmentation
+) -> PodAllocation | None:
+    """Step 5: the placement that raises fragmentation least, ties to the tightest fit.
+
+    Every candidate of the pool is scored (a shared GPU, a fresh GPU per node, a node) by its
+    signature, cached in `scorer`. An untouched node scores and ranks exactly like an earlier
+    untouched node of the same model, CPU and GPU count that fitted, so it is skipped: on a
+    large, mostly idle cluster that is most nodes.
+    """
+    keys: dict[int, Signature | None] = {}
+    seen: set[tuple[str, int, int]] = set()
+
+    def key_of(node: NodeState) -> Signature | None:
+        if node.id not in keys:
+            fits = _cpu_memory_fit(node, request) and accept(node)
+            keys[node.id] = signature(node) if fits else None
+        return keys[node.id]
+
+    def fresh(at_least: int) -> Iterable[tuple[NodeState, Signature]]:
+        for node in _nodes_by_free_whole(state, pool, at_least):
+            spec = node.node
+            untouched = (
+                node.free_whole == len(node.gpus)
+                and node.free_cpu_milli == spec.cpu_milli
+                and node.free_memory_mib == spec.memory_mib
+            )
+            twin = (spec.gpu_model, spec.cpu_milli, len(node.gpus))
+            if untouched and twin in seen:
+                continue
+            key = key_of(node)
+            if key is not None:
+                if untouched:
+                    seen.add(twin)
+                yield node, key
+
+    cpu = request.cpu_milli
+    best: tuple[float, int, int, int] | None = None
+    where: NodeState | None = None
+    chosen: GpuState | None = None
+    if request.is_slice:
+        need = request.gpu_compute_percent
+        for free in range(need, _FULL):
+            for gpu_id in pool.partial[free]:
+                gpu = state.gpus[gpu_id]
+                node = state.nodes[gpu.node]
+                key = key_of(node)
+                if key is None or gpu.free_memory_mib < request.gpu_memory_mib:
+                    continue
+                gradient = round(scorer.gradient(key, cpu, need, free), 9)
+                rank = (gradient, free, node.free_whole, gpu_id)
+                if best is None or rank < best:
+                    best, where, chosen = rank, node, gpu
+        for node, key in fresh(1):
+            spare = _fresh_gpu(node, request.gpu_memory_mib)
+            if spare is None:
+                continue
+            rank = (
+                round(scorer.gradient(key, cpu, need, _FULL), 9),
+                _FULL,
+                node.free_whole,
+                spare.id,
+            )
+            if best is None or rank < best:
+                best, where, chosen = rank, node, spare
+        if where is None or chosen is None:
+            return None
+        share = GpuSlice(memory_mib=request.gpu_memory_mib, compute_percent=need)
+        return PodAllocation(node=where.node.name, gpus=(chosen.uuid,), slice=share)
+    take = _FULL if request.gpus else 0
+    for node, key in fresh(request.gpus):
+        rank = (
+            round(scorer.gradient(key, cpu, take, request.gpus), 9),
+            node.free_whole,
+            0,
+            node.id,
+        )
+        if best is None or rank < best:
+            best, where = rank, node
+    if where is None:
+        return None
+    gpus = _pick_whole(where, request.gpus) if request.gpus else []
+    return PodAllocation(node=where.node.name, gpus=tuple(g.uuid for g in gpus))
+
+
+def _fresh_gpu(node: NodeState, memory_mib: int) -> GpuState | None:
+    """A whole free GPU of `node` with `memory_mib` (NUMA-tightest first), or None."""
+    for gpu in _pick_whole(node, 1):
+        if gpu.memory_mib >= memory_mib:
+            return gpu
+    return next((g for g in node.gpus if not g.holders and g.memory_mib >= memory_mib), None)
 
 
 def _nodes_by_free_whole(state: CycleState, pool: PoolState, at_least: int) -> Iterable[NodeState]:

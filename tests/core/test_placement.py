@@ -52,14 +52,15 @@ def test_whole_gpus_of_one_pod_stay_inside_one_numa_group() -> None:
 
 
 def test_slices_share_a_gpu_while_compute_and_memory_fit() -> None:
+    # Seven 30% slices on two GPUs: three fit on each (90%), the seventh would overflow both.
     snapshot = make_snapshot(
         [make_node("n1", gpus=2)],
         [TEAM],
-        [make_step(f"s{i}", slice=(20480, 30)) for i in range(4)],
+        [make_step(f"s{i}", slice=(20480, 30)) for i in range(7)],
     )
     placements = admitted(decide(snapshot))
     gpus = sorted(allocation[0].gpus[0] for allocation in placements.values())
-    assert gpus == [gpu_of("n1", 0)] * 3 + [gpu_of("n1", 1)]
+    assert gpus == [gpu_of("n1", 0)] * 3 + [gpu_of("n1", 1)] * 3
 
 
 def test_slices_move_to_another_gpu_when_memory_would_overflow() -> None:
