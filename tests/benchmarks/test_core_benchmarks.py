@@ -41,7 +41,8 @@ class Case:
 
     name: str
     nodes: int
-    target_seconds: float
+    target_seconds: float | None
+    """The issue's target; None where the case only shows how cost grows."""
     build: Callable[[int], tuple[Snapshot, float]]
     check: Callable[[Plan], str]
 
@@ -90,9 +91,9 @@ CASES = [
     Case("fill", 1000, 2.0, _fill, _admitted),
     Case("steady", 1000, 0.1, _steady, _evicted),
     Case("reclaim-64", 1000, 0.2, _reclaim, _evicted),
-    Case("fill", 5000, 10.0, _fill, _admitted),
-    Case("steady", 5000, 0.5, _steady, _evicted),
-    Case("reclaim-64", 5000, 1.0, _reclaim, _evicted),
+    Case("fill", 5000, None, _fill, _admitted),
+    Case("steady", 5000, None, _steady, _evicted),
+    Case("reclaim-64", 5000, None, _reclaim, _evicted),
 ]
 
 
@@ -115,10 +116,14 @@ def test_core_benchmark(case: Case) -> None:
         outcome = case.check(plan)
         if case.name == "reclaim-64":
             assert plan.evictions, "the reclaim case must reclaim"
-        met = "met" if best <= case.target_seconds else "MISSED"
+        if case.target_seconds is None:
+            target = "no target"
+        else:
+            met = "met" if best <= case.target_seconds else "MISSED"
+            target = f"target {case.target_seconds * 1000:.0f} ms, {met}"
         print(
             f"{case.name:<11} {case.nodes:>5} nodes  {mode:<9}  best {best * 1000:8.1f} ms  "
-            f"(target {case.target_seconds * 1000:.0f} ms, {met})  {outcome}"
+            f"({target})  {outcome}"
         )
         _record(f"{case.name}-{case.nodes}-{mode}", case, best, timings, outcome)
 
