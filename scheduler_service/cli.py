@@ -2,6 +2,8 @@
 
     aistack demo [--scenario PATH]   the three-researchers story (or PATH), explained
     aistack scenario PATH            any scenario file: its timeline and queue summary
+    aistack sim pooling [...]        Experiment 2 on the Philly trace (see `_cli_pooling`)
+    aistack sim fragmentation [...]  Experiment 1 on openb (see `_cli_fragmentation`)
 
 Exit status: 0 on success; 2 for a usage error or a missing or invalid scenario file (one line
 on stderr saying what is wrong, no traceback); 1 if the simulation itself stops, which means a
@@ -14,6 +16,11 @@ import argparse
 import sys
 import textwrap
 
+from scheduler_service._cli_fragmentation import (
+    add_fragmentation_parser,
+    run_fragmentation_command,
+)
+from scheduler_service._cli_pooling import add_pooling_parser, run_pooling_command
 from scheduler_service.sim import (
     Scenario,
     ScenarioError,
@@ -47,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
+    if args.command == "sim" and args.sim_command == "pooling":
+        return run_pooling_command(args)
+    if args.command == "sim" and args.sim_command == "fragmentation":
+        return run_fragmentation_command(args)
     try:
         if args.command == "demo":
             scenario = load_scenario(args.scenario) if args.scenario else bundled_scenario(_DEMO)
@@ -89,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Replay a scenario TOML file and print its timeline and queue summary.",
     )
     scenario.add_argument("path", metavar="PATH", help="the scenario TOML file")
+    sim = commands.add_parser("sim", help="replay production traces through the core")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="EXPERIMENT")
+    add_pooling_parser(sim_commands)
+    add_fragmentation_parser(sim_commands)
     return parser
 
 

@@ -89,9 +89,13 @@ class Scheduler:
                 workload, state=WorkloadState.RUNNING, allocation=allocation, started_at=now
             )
         )
-        known = {n.name: {g.uuid for g in n.gpus} for n in world.nodes}
+        gpus = world.state.gpu_by_uuid
+        nodes = world.state.node_by_name
         for pod in allocation:
-            if pod.node not in known or not set(pod.gpus) <= known[pod.node]:
+            node = nodes.get(pod.node)
+            if node is None or any(
+                uuid not in gpus or gpus[uuid].node != node.id for uuid in pod.gpus
+            ):
                 raise SchedulerError(
                     f"started {name!r}: pod on {pod.node!r} with GPUs {list(pod.gpus)} does not "
                     "match the cluster's nodes"

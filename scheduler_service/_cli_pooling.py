@@ -1,0 +1,125 @@
+"""`aistack sim pooling`: Experiment 2 (static GPUs against pooled queues) on the Philly trace.
+
+    aistack sim pooling [--data DIR] [--load native|0.5|0.7|0.9 ...]
+                        [--policies static,fifo,aistack] [--checkpoint-minutes 30]
+                        [--cycle-seconds 60] [--limit-jobs N] [--check-plans] [--out DIR]
+
+Progress goes to stderr, each load's table to stdout as it finishes; `pooling.json` (every load
+finished so far) and the plots go to `--out` after each load.
+Exit status 2 for a usage error or an invalid trace (one line naming the file and line), 1 if a
+plan breaks an invariant (with `--check-plans`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+from scheduler_service.sim._inputs import SimulationError
+from scheduler_service.sim._philly import TraceError, load_philly
+from scheduler_service.sim._pooling import POLICIES
+from scheduler_service.sim._pooling_report import (
+    LoadResult,
+    render_table,
+    run_pooling,
+    write_outputs,
+)
+from scheduler_service.sim._replay import ReplaySettings
+
+__all__ = ["add_pooling_parser", "run_pooling_command"]
+
+_REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = _REPO.parent / "shared" / "data" / "philly"
+DEFAULT_OUT = Path("out/sim/pooling")
+
+
+def add_pooling_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `pooling` under the `sim` command's sub-commands."""
+    parser = commands.add_parser(
+        "pooling",
+        help="Experiment 2: static GPUs against pooled queues on the Philly trace",
+        description="Replay the Philly trace under static, shared-FIFO and AI-Stack policies.",
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the Philly data folder")
+    parser.add_argument(
+        "--load",
+        nargs="+",
+        default=["native", "0.5", "0.7", "0.9"],
+        help="native, or offered loads to scale the cluster to (fractions, e.g. 0.7)",
+    )
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated")
+    parser.add_argument("--checkpoint-minutes", type=float, default=30.0)
+    parser.add_argument("--restart-seconds", type=float, default=60.0)
+    parser.add_argument("--cycle-seconds", type=float, default=60.0)
+    parser.add_argument("--grace-seconds", type=float, default=30.0)
+    parser.add_argument("--limit-jobs", type=int, default=None, help="the first N jobs only")
+    parser.add_argument(
+        "--check-plans", action="store_true", help="check every plan's invariants (slower)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results and plots")
+
+
+def run_pooling_command(args: argparse.Namespace) -> int:
+    """Run the experiment as `args` say; return the exit status."""
+    try:
+        loads = [None if text == "native" else _load(text) for text in args.load]
+        policies = [p for p in args.policies.split(",") if p]
+        unknown = [p for p in policies if p not in POLICIES]
+        if unknown or not policies:
+            raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+        settings = ReplaySettings(
+            cycle_seconds=args.cycle_seconds,
+            eviction_grace_seconds=args.grace_seconds,
+            checkpoint_seconds=args.checkpoint_minutes * 60 if args.checkpoint_minutes else None,
+            restart_seconds=args.restart_seconds,
+            check_plans=args.check_plans,
+        )
+        trace = load_philly(args.data, limit_jobs=args.limit_jobs)
+    except (ValueError, TraceError) as error:
+        print(f"aistack: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"philly: {len(trace.jobs):,} jobs, {trace.unlisted_jobs} in VCs missing from the VC "
+        "list (catch-all queue 'unlisted', zero quota)",
+        file=sys.stderr,
+    )
+    meta: dict[str, object] = {
+        "jobs": len(trace.jobs),
+        "unlisted_jobs": trace.unlisted_jobs,
+        "settings": {
+            "cycle_seconds": settings.cycle_seconds,
+            "eviction_grace_seconds": settings.eviction_grace_seconds,
+            "checkpoint_seconds": settings.checkpoint_seconds,
+            "restart_seconds": settings.restart_seconds,
+        },
+        "machine": f"{platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+    }
+    results: list[LoadResult] = []
+    for load in loads:  # one load at a time, so a long run leaves every finished load on disk
+        try:
+            results += run_pooling(
+                trace,
+                [load],
+                policies,
+                settings,
+                clock=time.perf_counter,
+                say=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        except SimulationError as error:
+            print(f"aistack: the simulation stopped (a scheduler bug):\n{error}", file=sys.stderr)
+            return 1
+        print(render_table(results[-1:]), end="", flush=True)
+        for path in write_outputs(results, args.out, meta=meta):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _load(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1.5:
+        raise ValueError(f"--load {text}: give native or a fraction in (0, 1.5], e.g. 0.7")
+    return value

@@ -1,0 +1,170 @@
+"""Experiment 2: static GPUs against pooled queues, on the Philly trace.
+
+The cluster is one pool (`POOL`) of the VCs' nodes, 8 GPUs each (2,816 GPUs at native size).
+A job of n GPUs is a gang of `ceil(n / 8)` pods of `n / pods` GPUs each (12 -> 2 x 6, 32 ->
+4 x 8); every size in the trace divides evenly, so no GPU is added or dropped. Jobs are
+training (preemptible). Policies, all decided by the real core on the same jobs:
+
+- `static`: each VC is a queue with quota = limit = its GPUs: it uses only as many GPUs as it
+  owns, FIFO inside (the core's order: submission time; a head gang that does not fit reserves
+  nodes, so small jobs cannot starve it);
+- `fifo`: one shared queue, no quota, no limit: the whole cluster in submission order;
+- `aistack`: each VC a queue with quota = its GPUs and no limit: idle GPUs are borrowed over
+  quota, shared by fair share, and reclaimed (with checkpoint/resume) when the owner asks.
+
+`scale_cluster` shrinks the cluster to reach an offered load: every VC keeps
+`round(nodes x factor)` nodes, at least one and at least enough for its largest job, so every
+job fits its own VC in the static split; the load reached is reported, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from scheduler_service.core import (
+    GPU,
+    Kind,
+    Node,
+    Policy,
+    PoolQuota,
+    Queue,
+    Request,
+    Workload,
+)
+from scheduler_service.sim._decider import Decider, new_decider
+from scheduler_service.sim._gate import IdleGate
+from scheduler_service.sim._ledger import Ledger
+from scheduler_service.sim._philly import GPUS_PER_NODE, PhillyTrace
+from scheduler_service.sim._replay import JobRecord, ReplayJob, ReplaySettings, replay
+
+__all__ = [
+    "POLICIES",
+    "POOL",
+    "Cluster",
+    "PolicyRun",
+    "run_policy",
+    "scale_cluster",
+]
+
+POOL = "philly"
+POLICIES = ("static", "fifo", "aistack")
+_SHARED = "shared"
+_GPU_MIB = 24_576  # Philly's GPUs (P100/P40 class); the value plays no part: no slices here
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Nodes per VC, and the load the trace offers on them (GPU time asked / available)."""
+
+    vc_nodes: Mapping[str, int]
+    offered_load: float
+
+    @property
+    def gpus(self) -> int:
+        """All GPUs of the cluster."""
+        return sum(self.vc_nodes.values()) * GPUS_PER_NODE
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRun:
+    """One policy's replay: the job records, the ledger's integrals, the cycles run / skipped."""
+
+    policy: str
+    cluster: Cluster
+    records: list[JobRecord]
+    ledger: Ledger
+    cycles: int
+    skipped_cycles: int
+    settings: ReplaySettings
+
+
+def scale_cluster(trace: PhillyTrace, load: float | None) -> Cluster:
+    """The native cluster (`load` None) or one scaled so the trace offers about `load`."""
+    native = dict(trace.vc_nodes)
+    native_load = trace.offered_load(sum(native.values()) * GPUS_PER_NODE)
+    if load is None:
+        return Cluster(native, native_load)
+    if load <= 0:
+        raise ValueError(f"load must be > 0, got {load}")
+    factor = native_load / load
+    largest = dict.fromkeys(native, 1)
+    for job in trace.jobs:
+        largest[job.vc] = max(largest[job.vc], math.ceil(job.gpus / GPUS_PER_NODE))
+    nodes = {
+        vc: max(round(count * factor), largest[vc]) if count else 0 for vc, count in native.items()
+    }
+    return Cluster(nodes, trace.offered_load(sum(nodes.values()) * GPUS_PER_NODE))
+
+
+def nodes_of(cluster: Cluster) -> list[Node]:
+    """The cluster's nodes, `<vc>-<index>`, all in `POOL`."""
+    return [
+        Node(
+            name=f"{vc}-{index:02d}",
+            pool=POOL,
+            gpus=tuple(
+                GPU(index=i, uuid=f"{vc}-{index:02d}-{i}", model="P100", memory_mib=_GPU_MIB)
+                for i in range(GPUS_PER_NODE)
+            ),
+        )
+        for vc, count in sorted(cluster.vc_nodes.items())
+        for index in range(count)
+    ]
+
+
+def queues_of(policy: str, cluster: Cluster) -> list[Queue]:
+    """The queues of `policy`; see the module docstring."""
+    if policy == "fifo":
+        return [Queue(name=_SHARED)]
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    queues = []
+    for vc, count in sorted(cluster.vc_nodes.items()):
+        gpus = float(count * GPUS_PER_NODE)
+        limit = gpus if policy == "static" else None
+        queues.append(Queue(name=vc, quotas=(PoolQuota(pool=POOL, quota=gpus, limit=limit),)))
+    return queues
+
+
+def jobs_of(trace: PhillyTrace, policy: str) -> list[ReplayJob]:
+    """The trace's jobs as gangs, in submission order, queued as `policy` says."""
+    jobs = []
+    for job in trace.jobs:
+        pods = math.ceil(job.gpus / GPUS_PER_NODE)
+        workload = Workload(
+            name=job.name,
+            queue=_SHARED if policy == "fifo" else job.vc,
+            kind=Kind.TRAIN,
+            request=Request(gpus=math.ceil(job.gpus / pods)),
+            pods=pods,
+            submitted_at=job.submitted_seconds,
+        )
+        jobs.append(ReplayJob(workload, job.vc, job.submitted_seconds, job.duration_seconds))
+    return jobs
+
+
+def run_policy(
+    trace: PhillyTrace,
+    cluster: Cluster,
+    policy: str,
+    settings: ReplaySettings,
+    *,
+    decider_factory: Callable[[list[Node], list[Queue], Policy], Decider] = new_decider,
+    skip_idle_cycles: bool = True,
+    progress: Callable[[float, int], None] | None = None,
+) -> PolicyRun:
+    """Replay the whole trace under `policy` on `cluster` (idle cycles skipped: see `IdleGate`)."""
+    nodes = nodes_of(cluster)
+    queues = queues_of(policy, cluster)
+    decider = decider_factory(nodes, queues, Policy())
+    gate = IdleGate(queues, POOL, cluster.gpus) if skip_idle_cycles else None
+    quotas = {vc: count * GPUS_PER_NODE for vc, count in cluster.vc_nodes.items()}
+    window = trace.jobs[-1].submitted_seconds if trace.jobs else 0.0
+    ledger = Ledger(total_gpus=cluster.gpus, quotas=quotas, window_end=window)
+    jobs = jobs_of(trace, policy)
+    outcome = replay(jobs, decider, ledger, settings, gate=gate, progress=progress)
+    return PolicyRun(
+        policy, cluster, outcome.records, ledger, outcome.cycles, outcome.skipped_cycles, settings
+    )
