@@ -43,6 +43,7 @@ from scheduler_service.core._placement import (
     pod_capacity,
     static_fit,
 )
+from scheduler_service.core._placement import shape as placement_shape
 from scheduler_service.core._plan import (
     Admission,
     BlockedByReservation,
@@ -350,16 +351,7 @@ class _Cycle:
                 if not self._entitled(workload, pool):
                     self.notes.setdefault(workload.name, self._over_share_note(workload, pool))
                     continue
-                shape = (
-                    workload.queue,
-                    pool,
-                    workload.request,
-                    workload.pods,
-                    workload.models,
-                    workload.node_selector,
-                    workload.tolerations,
-                    workload.topology,
-                )
+                shape = (workload.queue, pool, *placement_shape(workload))
                 if shape in failed:
                     continue
                 found = find_victims(

@@ -36,6 +36,7 @@ __all__ = [
     "domain_capacity",
     "place",
     "pod_capacity",
+    "shape",
     "spec_fit",
     "static_fit",
 ]
@@ -65,6 +66,18 @@ def spec_fit(spec: Node, workload: Workload) -> bool:
         if any(labels.get(key) != value for key, value in workload.node_selector):
             return False
     return all(taint in workload.tolerations for taint in spec.taints)
+
+
+def shape(workload: Workload) -> tuple[object, ...]:
+    """What placement sees of a workload: equal shapes fit (or fail) on the same nodes."""
+    return (
+        workload.request,
+        workload.pods,
+        workload.models,
+        workload.node_selector,
+        workload.tolerations,
+        workload.topology,
+    )
 
 
 def pod_capacity(node: NodeState, request: Request) -> int:

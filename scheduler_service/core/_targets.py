@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from scheduler_service.core._model import Queue, Workload
-from scheduler_service.core._placement import describe_pod, spec_fit
+from scheduler_service.core._placement import describe_pod, shape, spec_fit
 from scheduler_service.core._state import CycleState
 
 __all__ = ["Targets"]
@@ -72,15 +72,7 @@ class Targets:
 
         Cached per workload shape: many pending workloads share a few shapes.
         """
-        key = (
-            pool,
-            workload.request,
-            workload.pods,
-            workload.models,
-            workload.node_selector,
-            workload.tolerations,
-            workload.topology,
-        )
+        key = (pool, *shape(workload))
         if key not in self._fits_cache:
             self._fits_cache[key] = self._ever_fits_uncached(workload, pool)
         return self._fits_cache[key]
