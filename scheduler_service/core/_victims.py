@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from scheduler_service.core._model import Allocation, Workload
-from scheduler_service.core._placement import place, pod_capacity, static_fit
+from scheduler_service.core._placement import place, static_fit
 from scheduler_service.core._state import CycleState
 
 __all__ = ["Candidate", "Group", "LazyOrder", "VictimSearch", "by_locality", "find_victims"]
@@ -247,12 +247,3 @@ def _restore(state: CycleState, candidate: Candidate) -> None:
 def _restore_all(state: CycleState, candidates: list[Candidate]) -> None:
     for candidate in reversed(candidates):
         _restore(state, candidate)
-
-
-def capacity_hint(state: CycleState, workload: Workload, pool: str) -> int:
-    """Pods of `workload` the pool could host right now (for messages)."""
-    return sum(
-        pod_capacity(state.nodes[n], workload.request)
-        for n in state.pools[pool].nodes
-        if static_fit(state.nodes[n], workload)
-    )

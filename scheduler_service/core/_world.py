@@ -58,10 +58,6 @@ class World:
         """Pending workloads by name."""
         return sorted(self.pending.values(), key=lambda w: w.name)
 
-    def pool_of(self, name: str) -> str:
-        """The pool a placed workload lives in."""
-        return self.state.placed_pool[name]
-
     # -- incremental changes (used by Scheduler) ------------------------------------------
 
     def add_pending(self, workload: Workload) -> None:
