@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -40,16 +41,24 @@ from scheduler_service.core import (
     check_plan,
     schedule,
 )
-from scheduler_service.sim._inputs import EngineSettings, NodeChange, SimulationError, Submission
+from scheduler_service.sim._inputs import (
+    EngineSettings,
+    Faults,
+    NodeChange,
+    SimulationError,
+    Submission,
+)
 from scheduler_service.sim._result import Outcome, SimulationResult
 from scheduler_service.sim._summary import held_gpus, summarize
 from scheduler_service.sim._timeline import (
     Admitted,
+    Crashed,
     Evicted,
     Finished,
     Lost,
     NodeDown,
     NodeUp,
+    PatchFailed,
     PodPlacement,
     Requeued,
     Resumed,
@@ -111,9 +120,15 @@ class Engine:
         queues: Iterable[Queue],
         policy: Policy | None = None,
         settings: EngineSettings | None = None,
+        faults: Faults | None = None,
     ) -> None:
-        """Start an empty cluster at virtual time 0; raise `SnapshotError` if it is inconsistent."""
+        """Start an empty cluster at virtual time 0; raise `SnapshotError` if it is inconsistent.
+
+        `faults` injects failures from its seed; every error names the seed so the run replays.
+        """
         self.settings = settings or EngineSettings()
+        self._faults = faults
+        self._rng = random.Random(faults.seed if faults else 0)
         self.now = 0.0
         self._nodes = {node.name: node for node in sorted(nodes, key=lambda n: n.name)}
         self._queues = tuple(queues)
@@ -312,13 +327,16 @@ class Engine:
         """Run one cycle and carry out its plan; True if it admitted or evicted anything."""
         self._cycles += 1
         self._next_cycle = self._cycle_index() + 1
+        self._crash_pods()
         snapshot = self._snapshot()
         plan = schedule(snapshot, self.now)
         violations = check_plan(snapshot, plan)
         if violations:
             lines = "\n".join(f"  - {violation}" for violation in violations)
+            replay = f" (replay: {self._faults})" if self._faults else ""
             raise SimulationError(
-                f"t={_t(self.now)}: the plan breaks {len(violations)} invariant(s):\n{lines}"
+                f"t={_t(self.now)}: the plan breaks {len(violations)} invariant(s){replay}:"
+                f"\n{lines}"
             )
         self._carry_out(plan)
         return bool(plan.admissions or plan.evictions)
@@ -340,6 +358,9 @@ class Engine:
             )
         for admission in plan.admissions:
             job = self._job_in(admission.workload, WorkloadState.PENDING, "admits")
+            if self._faults and self._rng.random() < self._faults.patch_failure:
+                self._timeline.append(PatchFailed(self.now, admission.workload))
+                continue
             self._start(job, admission.allocation)
         for entry in plan.pending:
             job = self._job_in(entry.workload, WorkloadState.PENDING, "lists as pending")
@@ -347,6 +368,29 @@ class Engine:
             if job.reason != reason:
                 job.reason = reason
                 self._timeline.append(Waiting(self.now, entry.workload, *reason))
+
+    def _crash_pods(self) -> None:
+        """Injected fault: running workloads whose pods crash go back to pending."""
+        if not self._faults or not self._faults.pod_crash:
+            return
+        for job in sorted(self._live(), key=lambda j: j.workload.name):
+            if job.workload.state is not WorkloadState.RUNNING:
+                continue
+            if self._rng.random() >= self._faults.pod_crash:
+                continue
+            self._stop(job)
+            self._add_gpu_seconds(job, self._gpu_seconds)
+            job.generation += 1
+            job.workload = _pending(job.workload)
+            self._timeline.append(
+                Crashed(
+                    self.now,
+                    job.workload.name,
+                    job.done_seconds,
+                    job.last_lost_seconds,
+                    job.duration_seconds,
+                )
+            )
 
     def _job_in(self, name: str, state: WorkloadState, verb: str) -> _Job:
         job = self._jobs.get(name)

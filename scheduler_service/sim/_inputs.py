@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from scheduler_service.core import Workload, WorkloadState
 
-__all__ = ["EngineSettings", "NodeChange", "SimulationError", "Submission"]
+__all__ = ["EngineSettings", "Faults", "NodeChange", "SimulationError", "Submission"]
 
 
 class SimulationError(RuntimeError):
@@ -53,6 +53,27 @@ class EngineSettings:
         if self.checkpoint_seconds is None:
             return 0.0
         return math.floor(work_seconds / self.checkpoint_seconds) * self.checkpoint_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Faults the engine injects, drawn from a `random.Random(seed)` so a run replays exactly.
+
+    `patch_failure`: the chance that carrying out one admission fails (the pods are not patched
+    and stay pending; the next cycle decides again). `pod_crash`: the chance, per running
+    workload and cycle, that its pods crash (it keeps its work up to its last checkpoint and
+    waits again). Node loss comes from posted `NodeChange` events.
+    """
+
+    seed: int
+    patch_failure: float = 0.0
+    pod_crash: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("patch_failure", "pod_crash"):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
 
 
 @dataclass(frozen=True, slots=True)

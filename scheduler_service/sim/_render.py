@@ -15,11 +15,13 @@ from scheduler_service.sim._result import Outcome, SimulationResult
 from scheduler_service.sim._summary import QueueSummary
 from scheduler_service.sim._timeline import (
     Admitted,
+    Crashed,
     Evicted,
     Finished,
     Lost,
     NodeDown,
     NodeUp,
+    PatchFailed,
     PodPlacement,
     Requeued,
     Resumed,
@@ -105,6 +107,15 @@ def _verb_subject_detail(event: TimelineEvent) -> tuple[str, str, str]:
                 "lost",
                 name,
                 f"node {node} went down, pending again; "
+                + _work(event.kept_seconds, event.lost_seconds, event.duration_seconds),
+            )
+        case PatchFailed(workload=name):
+            return "fault", name, "patching its pods failed (injected); still pending"
+        case Crashed(workload=name):
+            return (
+                "crash",
+                name,
+                "pods crashed (injected), pending again; "
                 + _work(event.kept_seconds, event.lost_seconds, event.duration_seconds),
             )
         case Waiting(workload=name, code=code, message=message):

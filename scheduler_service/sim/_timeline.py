@@ -2,7 +2,7 @@
 
 Events are plain frozen values with the numbers behind them; `_render` turns them into text.
 A workload's story reads Submitted, then any number of Waiting / Admitted-or-Resumed / Evicted /
-Requeued / Lost, and ends Finished (or is still present when the run stops).
+Requeued / Lost / PatchFailed / Crashed, and ends Finished (or is still present when the run stops).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from scheduler_service.core import EvictionCause, GpuSlice, Workload
 
 __all__ = [
     "Admitted",
+    "Crashed",
     "Evicted",
     "Finished",
     "Lost",
     "NodeDown",
     "NodeUp",
+    "PatchFailed",
     "PodPlacement",
     "Requeued",
     "Resumed",
@@ -105,6 +107,25 @@ class Lost:
 
 
 @dataclass(frozen=True, slots=True)
+class PatchFailed:
+    """Carrying out `workload`'s admission failed (an injected fault): it is still pending."""
+
+    at: float
+    workload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """`workload`'s pods crashed (an injected fault): pending again, `kept_seconds` kept."""
+
+    at: float
+    workload: str
+    kept_seconds: float
+    lost_seconds: float
+    duration_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Waiting:
     """`workload` waits; recorded only when its reason (code or message) changes."""
 
@@ -149,6 +170,8 @@ TimelineEvent = (
     | Evicted
     | Requeued
     | Lost
+    | PatchFailed
+    | Crashed
     | Waiting
     | Finished
     | NodeDown

@@ -20,14 +20,17 @@ from scheduler_service.core import (
 )
 from scheduler_service.sim import (
     Admitted,
+    Crashed,
     Engine,
     EngineSettings,
     Evicted,
+    Faults,
     Finished,
     Lost,
     NodeChange,
     NodeDown,
     NodeUp,
+    PatchFailed,
     Requeued,
     Resumed,
     SimulationError,
@@ -300,8 +303,11 @@ def test_settings_are_validated(kwargs: dict[str, float], message: str) -> None:
 _SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 
 
-def _random_run(seed: int) -> tuple[set[str], SimulationResult]:
-    """A random mix of steps on three nodes, with node failures, replayed to t=3000."""
+def _random_run(seed: int, *, faults: bool = False) -> tuple[set[str], SimulationResult]:
+    """A random mix of steps on three nodes, with node failures, replayed to t=3000.
+
+    With `faults`, the engine also fails pod patches and crashes pods, from the same seed.
+    """
     rng = random.Random(seed)
     queues = [make_queue(name, quota=rng.choice([0, 2, 4])) for name in ("a", "b", "c")]
     engine = Engine(
@@ -311,6 +317,7 @@ def _random_run(seed: int) -> tuple[set[str], SimulationResult]:
             checkpoint_seconds=rng.choice([None, 60.0]),
             eviction_grace_seconds=rng.choice([0.0, 30.0]),
         ),
+        faults=Faults(seed=seed, patch_failure=0.2, pod_crash=0.02) if faults else None,
     )
     names = set()
     for i in range(rng.randint(1, 15)):
@@ -351,3 +358,40 @@ def test_nothing_is_lost(seed: int) -> None:
 @given(seed=_SEEDS)
 def test_a_replay_is_deterministic(seed: int) -> None:
     assert _random_run(seed) == _random_run(seed)
+
+
+@settings(max_examples=30)
+@given(seed=_SEEDS)
+def test_nothing_is_lost_under_injected_faults(seed: int) -> None:
+    names, result = _random_run(seed, faults=True)
+
+    assert [o.workload for o in result.outcomes] == sorted(names)
+    for outcome in result.outcomes:
+        assert 0 <= outcome.done_seconds <= outcome.duration_seconds
+    assert _random_run(seed, faults=True) == (names, result)
+
+
+def test_injected_faults_happen_and_keep_the_checkpointed_work() -> None:
+    engine = Engine(
+        nodes=[make_node("n1", gpus=4)],
+        queues=[make_queue("team", quota=4)],
+        settings=EngineSettings(checkpoint_seconds=60.0),
+        faults=Faults(seed=7, patch_failure=0.5, pod_crash=0.05),
+    )
+    for i in range(4):
+        _submit(engine, 0, make_step(f"w{i}", "team", gpus=1), 900)
+    engine.advance(until=20_000)
+    result = engine.result()
+    failed = [e for e in result.timeline if isinstance(e, PatchFailed)]
+    crashed = [e for e in result.timeline if isinstance(e, Crashed)]
+    assert failed
+    assert crashed
+    for crash in crashed:
+        assert crash.kept_seconds % 60 == 0  # only whole checkpoints survive a crash
+    assert all(outcome.state == "finished" for outcome in result.outcomes)
+
+
+@pytest.mark.parametrize("field", ["patch_failure", "pod_crash"])
+def test_fault_probabilities_are_validated(field: str) -> None:
+    with pytest.raises(ValueError, match=f"{field} must be a probability"):
+        Faults(seed=1, **{field: 1.5})
