@@ -292,11 +292,7 @@ class Engine:
             allocation = job.workload.allocation
             if allocation is None or all(pod.node != name for pod in allocation):
                 continue
-            if job.workload.state is WorkloadState.RUNNING:
-                self._stop(job)
-            self._add_gpu_seconds(job, self._gpu_seconds)
-            job.generation += 1
-            job.workload = _pending(job.workload)
+            self._interrupt(job)
             self._timeline.append(
                 Lost(
                     self.now,
@@ -369,6 +365,17 @@ class Engine:
                 job.reason = reason
                 self._timeline.append(Waiting(self.now, entry.workload, *reason))
 
+    def _interrupt(self, job: _Job) -> None:
+        """A placed workload's pods are gone at once (node lost, crash): it waits again.
+
+        A running one keeps its work up to its last checkpoint.
+        """
+        if job.workload.state is WorkloadState.RUNNING:
+            self._stop(job)
+        self._add_gpu_seconds(job, self._gpu_seconds)
+        job.generation += 1
+        job.workload = _pending(job.workload)
+
     def _crash_pods(self) -> None:
         """Injected fault: running workloads whose pods crash go back to pending."""
         if not self._faults or not self._faults.pod_crash:
@@ -378,10 +385,7 @@ class Engine:
                 continue
             if self._rng.random() >= self._faults.pod_crash:
                 continue
-            self._stop(job)
-            self._add_gpu_seconds(job, self._gpu_seconds)
-            job.generation += 1
-            job.workload = _pending(job.workload)
+            self._interrupt(job)
             self._timeline.append(
                 Crashed(
                     self.now,
