@@ -135,6 +135,15 @@ class Scheduler:
         nodes = tuple(replace(n, ready=ready) if n.name == name else n for n in snapshot.nodes)
         self._stale = replace(snapshot, nodes=nodes)
 
+    def set_nodes(self, nodes: Iterable[Node]) -> None:
+        """Replace the node list (validated as a snapshot would be).
+
+        A node that goes away must first lose its workloads (`requeued` or `finished`): a placed
+        workload on a node that no longer exists raises `SchedulerError` and changes nothing.
+        """
+        snapshot = self.snapshot()
+        self._stale = self._checked(lambda: replace(snapshot, nodes=tuple(nodes)))
+
     def set_queues(self, queues: Iterable[Queue]) -> None:
         """Replace the queue tree (validated as a snapshot would be)."""
         snapshot = self.snapshot()

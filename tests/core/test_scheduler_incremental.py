@@ -74,6 +74,19 @@ def test_a_cycle_leaves_the_scheduler_unchanged() -> None:
     assert scheduler.snapshot().workloads[0].state is WorkloadState.PENDING
 
 
+def test_a_node_removed_under_running_work_is_refused_and_an_added_node_is_used() -> None:
+    scheduler = Scheduler([make_node("n1", gpus=2)], [make_queue("a", quota=4)])
+    scheduler.submit(make_step("train", "a", gpus=2, pods=2))
+    assert not scheduler.cycle(0.0).admissions
+    scheduler.set_nodes([make_node("n1", gpus=2), make_node("n2", gpus=2)])
+    (admission,) = scheduler.cycle(0.0).admissions
+    scheduler.started(admission.workload, admission.allocation, 0.0)
+    before = scheduler.snapshot()
+    with pytest.raises(SchedulerError, match="unknown node 'n2'"):
+        scheduler.set_nodes([make_node("n1", gpus=2)])
+    assert scheduler.snapshot() == before
+
+
 @pytest.mark.parametrize(
     ("action", "message"),
     [
@@ -83,6 +96,7 @@ def test_a_cycle_leaves_the_scheduler_unchanged() -> None:
         (lambda s: s.started("train", (pod_on("n9", 0),), 0.0), "does not match the cluster"),
         (lambda s: s.started("train", (pod_on("n1", 0), pod_on("n1", 1)), 0.0), "allocation has 2"),
         (lambda s: s.set_node_ready("n9", False), "no such node"),
+        (lambda s: s.set_nodes([make_node("n1", gpus=2), make_node("n1", gpus=2)]), "duplicate"),
     ],
 )
 def test_reports_that_do_not_fit_are_refused_and_change_nothing(
