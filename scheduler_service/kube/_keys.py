@@ -1,0 +1,109 @@
+"""The names by which pods, nodes and queues talk to the service: labels, annotations, the gate.
+
+This is the contract between whoever creates a pod (aistack_flows, a user's YAML, the Helm
+chart's webhook configuration) and the service. Everything a user writes lives under
+`aistack.io/`; what the service writes back (the allocation) lives under `alloc.aistack.io/`,
+and the admission webhook refuses pods that try to set those themselves.
+"""
+
+from typing import Final
+
+GROUP: Final = "aistack.io"
+"""API group of the Queue custom resource and prefix of every label and annotation."""
+
+QUEUE_VERSION: Final = "v1alpha1"
+QUEUE_PLURAL: Final = "queues"
+
+# -- what a pod says (set by its creator) ---------------------------------------------------------
+
+QUEUE_LABEL: Final = "aistack.io/queue"
+"""Label naming the pod's leaf queue. Its presence is what makes a pod managed."""
+
+KIND_LABEL: Final = "aistack.io/kind"
+"""Label: build, train or infer (default train)."""
+
+GANG_LABEL: Final = "aistack.io/gang"
+"""Label: the gang's name; pods of one namespace with the same value are admitted together."""
+
+GANG_SIZE_ANNOTATION: Final = "aistack.io/gang-size"
+"""Annotation: how many pods the gang has (required with the gang label)."""
+
+PRIORITY_ANNOTATION: Final = "aistack.io/priority"
+"""Annotation: the workload's priority inside its queue (an integer, default 0)."""
+
+PREEMPTIBLE_ANNOTATION: Final = "aistack.io/preemptible"
+"""Annotation: "true" or "false", overriding the kind's default."""
+
+GPU_MEMORY_ANNOTATION: Final = "aistack.io/gpu-memory-mib"
+"""Annotation: a slice's GPU memory in MiB. With the compute annotation it asks for a slice."""
+
+GPU_COMPUTE_ANNOTATION: Final = "aistack.io/gpu-compute-percent"
+"""Annotation: a slice's share of one GPU's compute, 1-100."""
+
+POOLS_ANNOTATION: Final = "aistack.io/pools"
+"""Annotation: acceptable pools, comma-separated, in order of preference (default any)."""
+
+GPU_MODELS_ANNOTATION: Final = "aistack.io/gpu-models"
+"""Annotation: acceptable GPU models, comma-separated, in order of preference (default any)."""
+
+TOPOLOGY_ANNOTATION: Final = "aistack.io/topology"
+"""Annotation: keep a gang in one domain of a level, "rack" (required) or "rack:preferred"."""
+
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+"""The extended resource through which a pod asks for whole GPUs."""
+
+# -- what the service writes ------------------------------------------------------------------
+
+SCHEDULING_GATE: Final = "aistack.io/admission"
+"""Scheduling gate the webhook adds at creation and the service removes on admission."""
+
+MANAGED_LABEL: Final = "aistack.io/managed"
+"""Label the webhook sets on every pod it gated, so the service watches exactly those."""
+
+ALLOCATION_PREFIX: Final = "alloc.aistack.io/"
+"""Prefix of the annotations below; the webhook refuses pods that set any of them."""
+
+NODE_ANNOTATION: Final = "alloc.aistack.io/node"
+"""The node the pod was admitted to. Written for every pod of a gang before any gate is removed."""
+
+GPUS_ANNOTATION: Final = "alloc.aistack.io/gpus"
+"""GPU identities for the container runtime, comma-separated (NVIDIA_VISIBLE_DEVICES)."""
+
+MEMORY_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-memory-limit"
+"""A slice's memory cap in MPS syntax, e.g. "0=4096M" (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT)."""
+
+COMPUTE_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-compute-percent"
+"""A slice's compute cap in percent (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)."""
+
+ADMITTED_AT_ANNOTATION: Final = "alloc.aistack.io/admitted-at"
+"""When the service admitted the pod (RFC 3339), the start of its minimum runtime."""
+
+EVICTION_REASON: Final = "AIStackEvicted"
+"""Reason on the DisruptionTarget condition of a pod the service evicts (reclaim, preemption)."""
+
+EVICTION_MESSAGE_PREFIX: Final = "aistack: "
+"""Messages the service writes on pods start with this, so a retry expression can match them."""
+
+# -- nodes --------------------------------------------------------------------------------------
+
+POOL_LABEL: Final = "aistack.io/pool"
+"""Node label naming the node's pool; without it the GPU product label is the pool."""
+
+GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
+"""GPU feature discovery's label for the GPU model."""
+
+GPU_MEMORY_LABEL: Final = "nvidia.com/gpu.memory"
+"""GPU feature discovery's label for one GPU's memory, in MiB."""
+
+GPU_INVENTORY_ANNOTATION: Final = "aistack.io/gpus"
+"""Node annotation written by the node agent: the GPUs found with NVML, as a JSON list of
+{"index", "uuid", "model", "memory_mib", "numa_node"}. Without it the GPUs are numbered from the
+node's nvidia.com/gpu capacity and the two labels above."""
+
+TOPOLOGY_LEVELS: Final = (
+    ("zone", "topology.kubernetes.io/zone"),
+    ("block", "aistack.io/block"),
+    ("rack", "aistack.io/rack"),
+    ("host", "kubernetes.io/hostname"),
+)
+"""Topology levels, widest first, and the node label that gives each (a gang's wish names a level)."""
