@@ -75,6 +75,10 @@ MEMORY_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-memory-limit"
 COMPUTE_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-compute-percent"
 """A slice's compute cap in percent (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)."""
 
+GANG_ALLOCATION_ANNOTATION: Final = "alloc.aistack.io/gang"
+"""On every pod of an admitted gang: the whole gang's placement as JSON {pod: {node, gpus}}, so
+that a release cut short (a crash, a failed patch) is finished from any released pod."""
+
 ADMITTED_AT_ANNOTATION: Final = "alloc.aistack.io/admitted-at"
 """When the service admitted the pod (RFC 3339), the start of its minimum runtime."""
 
@@ -106,4 +110,4 @@ TOPOLOGY_LEVELS: Final = (
     ("rack", "aistack.io/rack"),
     ("host", "kubernetes.io/hostname"),
 )
-"""Topology levels, widest first, and the node label that gives each (a gang's wish names a level)."""
+"""Topology levels, widest first, and the node label giving each; a gang's wish names a level."""
