@@ -97,6 +97,7 @@ class PodRelease:
     hostname: str
     remaining_gates: tuple[str, ...]
     workload: str
+    queue: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +409,11 @@ class Ledger:
             queue_statuses=tuple(self._queue_statuses(plan.shares)),
         )
 
+    def observe(self, now: float) -> None:
+        """Sync and run a cycle only to explain (a follower replica): nothing is to be done."""
+        self.sync()
+        self._plan = self._scheduler.cycle(now)
+
     def status(self, *, cycle_at: float, leader: bool) -> ClusterStatus:
         """The state after the last cycle, for the API."""
         pods = {}
@@ -633,6 +639,7 @@ class Ledger:
             hostname=hostname,
             remaining_gates=pod.other_gates,
             workload=workload,
+            queue=pod.request.queue if pod.request is not None else "",
         )
 
     def _evictions(self, eviction: Eviction) -> list[PodEviction]:

@@ -1,0 +1,391 @@
+"""The cluster driver: watch pods, nodes and queues; run the core; carry out its plans.
+
+One thread owns the `Ledger` and runs the loop: take the watched events, run a cycle when
+something changed (or every `cycle_interval_seconds`), and, on the leader only, carry out the
+intents with a pool of API requests: evictions first, then releases, then pending reasons and
+queue statuses. What the API server answers goes straight back into the ledger, so the next
+cycle sees the patched pods even before their watch events arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from kubernetes.client import (
+    ApiClient,
+    CoreV1Api,
+    CustomObjectsApi,
+    V1DeleteOptions,
+    V1Preconditions,
+)
+from kubernetes.client.exceptions import ApiException
+
+from scheduler_service.api import ClusterStatus
+from scheduler_service.core import Plan, Snapshot
+from scheduler_service.kube import _keys as keys
+from scheduler_service.kube._admission import KubeWebhooks
+from scheduler_service.kube._ledger import (
+    Intents,
+    Ledger,
+    PodEviction,
+    PodMessage,
+    PodRelease,
+    QueueStatusUpdate,
+    format_time,
+)
+from scheduler_service.kube._reflector import Reflector, Relisted, Watched
+from scheduler_service.kube._settings import ServiceSettings
+
+__all__ = ["ClusterDriver", "DriverMetrics"]
+
+_log = logging.getLogger(__name__)
+
+_MERGE = "application/merge-patch+json"
+_STRATEGIC = "application/strategic-merge-patch+json"
+
+
+class DriverMetrics(Protocol):
+    """What the driver reports to the metrics (scheduler_service.api's Metrics implements it)."""
+
+    def cycle_finished(self, seconds: float, pending: int) -> None:
+        """A cycle ran."""
+
+    def admitted(self, queue: str, pods: int) -> None:
+        """A workload's pods were released."""
+
+    def evicted(self, queue: str, cause: str) -> None:
+        """A pod was evicted."""
+
+    def patch_failed(self, kind: str) -> None:
+        """An API request that carries out a plan failed."""
+
+
+class _NoMetrics:
+    def cycle_finished(self, seconds: float, pending: int) -> None:
+        """Nothing to record."""
+
+    def admitted(self, queue: str, pods: int) -> None:
+        """Nothing to record."""
+
+    def evicted(self, queue: str, cause: str) -> None:
+        """Nothing to record."""
+
+    def patch_failed(self, kind: str) -> None:
+        """Nothing to record."""
+
+
+class ClusterDriver:
+    """See the module docstring. `is_leader` says whether this replica may write."""
+
+    def __init__(
+        self,
+        api_client: ApiClient,
+        settings: ServiceSettings,
+        *,
+        is_leader: Callable[[], bool] = lambda: True,
+        metrics: DriverMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._core = CoreV1Api(api_client)
+        self._custom = CustomObjectsApi(api_client)
+        self._is_leader = is_leader
+        self._metrics = metrics or _NoMetrics()
+        self._clock = clock
+        self._ledger = Ledger(pool_label=settings.pool_label, policy=settings.policy.to_policy())
+        self._events: queue.Queue[Watched | Relisted] = queue.Queue()
+        self._known: dict[str, dict[str, Any]] = {"pods": {}, "nodes": {}, "queues": {}}
+        self._listed: set[str] = set()
+        self._lock = threading.Lock()
+        self._status = ClusterStatus(snapshot=Snapshot(), plan=Plan())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._pool = ThreadPoolExecutor(settings.parallel_requests, thread_name_prefix="apply")
+        self._reflectors = [
+            Reflector(
+                "pods",
+                self._core.list_pod_for_all_namespaces,
+                self._events,
+                label_selector=f"{keys.MANAGED_LABEL}=true",
+            ),
+            Reflector("nodes", self._core.list_node, self._events),
+            Reflector(
+                "queues",
+                lambda **kw: self._custom.list_cluster_custom_object(
+                    keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, **kw
+                ),
+                self._events,
+            ),
+        ]
+        self.webhooks = KubeWebhooks(self._queues, self._workloads_in)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching and scheduling."""
+        for reflector in self._reflectors:
+            reflector.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching and scheduling; requests in flight finish."""
+        self._stop.set()
+        for reflector in self._reflectors:
+            reflector.stop()
+        self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True)
+
+    def ready(self) -> bool:
+        """Whether every watched resource has been listed once (the view is complete)."""
+        return len(self._listed) == len(self._reflectors)
+
+    def status(self) -> ClusterStatus:
+        """The state after the last cycle (replaced as a whole; safe from any thread)."""
+        return self._status
+
+    # -- the API's actions ------------------------------------------------------------------------
+
+    def delete_workload(self, name: str) -> None:
+        """Delete every pod of a workload; KeyError if there is no such workload."""
+        found = self._status.pods.get(name)
+        if found is None:
+            raise KeyError(name)
+        for pod in found.pods:
+            try:
+                self._core.delete_namespaced_pod(pod, found.namespace, _preload_content=False)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_cycle = 0.0
+        while not self._stop.is_set():
+            changed = self._drain(timeout=self._settings.cycle_interval_seconds)
+            now = self._clock()
+            if not self.ready():
+                continue
+            if not changed and now - last_cycle < self._settings.cycle_interval_seconds:
+                continue
+            try:
+                self._cycle(now)
+            except Exception:  # a bug must not stop the scheduler: log it, retry next cycle
+                _log.exception("scheduling cycle failed")
+            last_cycle = now
+
+    def _drain(self, timeout: float) -> bool:
+        """Apply the waiting events to the ledger; wait up to `timeout` for the first one."""
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        with self._lock:
+            self._apply_event(event)
+            while True:
+                try:
+                    self._apply_event(self._events.get_nowait())
+                except queue.Empty:
+                    return True
+
+    def _apply_event(self, event: Watched | Relisted) -> None:
+        known = self._known[event.resource]
+        if isinstance(event, Relisted):
+            fresh = {_key(obj): obj for obj in event.objects}
+            for key, obj in list(known.items()):
+                if key not in fresh:
+                    self._deleted(event.resource, obj)
+            for obj in event.objects:
+                self._changed(event.resource, obj)
+            self._listed.add(event.resource)
+            return
+        if event.type == "DELETED":
+            self._deleted(event.resource, event.object)
+        else:
+            self._changed(event.resource, event.object)
+
+    def _changed(self, resource: str, obj: Any) -> None:
+        self._known[resource][_key(obj)] = obj
+        if resource == "pods":
+            self._ledger.pod_changed(obj)
+        elif resource == "nodes":
+            self._ledger.node_changed(obj)
+        else:
+            self._ledger.queue_changed(obj)
+
+    def _deleted(self, resource: str, obj: Any) -> None:
+        self._known[resource].pop(_key(obj), None)
+        if resource == "pods":
+            self._ledger.pod_deleted(obj)
+        elif resource == "nodes":
+            self._ledger.node_deleted(obj)
+        else:
+            self._ledger.queue_deleted(obj)
+
+    def _cycle(self, now: float) -> None:
+        started = time.perf_counter()
+        leader = self._is_leader()
+        with self._lock:
+            if leader:
+                intents = self._ledger.cycle(now)
+            else:
+                self._ledger.observe(now)
+                intents = Intents()
+            status = self._ledger.status(cycle_at=now, leader=leader)
+        self._status = status
+        self._metrics.cycle_finished(time.perf_counter() - started, len(status.plan.pending))
+        if leader:
+            self._carry_out(intents)
+
+    # -- carrying out a plan ----------------------------------------------------------------------
+
+    def _carry_out(self, intents: Intents) -> None:
+        """Evictions first (they free room), then releases, then messages and queue statuses."""
+        self._all(self._evict, intents.evictions)
+        self._all(self._release, intents.releases)
+        self._all(self._tell, intents.messages[: self._settings.messages_per_cycle])
+        self._all(self._queue_status, intents.queue_statuses)
+
+    def _all(self, action: Callable[[Any], None], items: Iterable[Any]) -> None:
+        for future in [self._pool.submit(action, item) for item in items]:
+            future.result()
+
+    def _feed(self, response: Any) -> None:
+        """Hand an object the API server returned to the ledger."""
+        obj = json.loads(response.data)
+        with self._lock:
+            self._changed("pods", obj)
+
+    def _release(self, release: PodRelease) -> None:
+        body = {
+            "metadata": {
+                "resourceVersion": release.resource_version,
+                "annotations": dict(release.annotations),
+            },
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": release.hostname},
+                "schedulingGates": [{"name": g} for g in release.remaining_gates],
+            },
+        }
+        try:
+            response = self._core.patch_namespaced_pod(
+                release.name,
+                release.namespace,
+                body,
+                _content_type=_MERGE,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            self._metrics.patch_failed("release")
+            # 409: the pod changed since the cycle read it; 404: it is gone. The next cycle
+            # decides again from what the cluster holds (a gang is finished from its record).
+            _log.log(
+                logging.INFO if error.status in {404, 409} else logging.WARNING,
+                "release of %s/%s failed: %s %s",
+                release.namespace,
+                release.name,
+                error.status,
+                error.reason,
+            )
+            return
+        self._feed(response)
+        self._metrics.admitted(release.queue, 1)
+
+    def _evict(self, eviction: PodEviction) -> None:
+        condition = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": keys.EVICTION_REASON,
+            "message": eviction.message,
+            "lastTransitionTime": format_time(self._clock()),
+        }
+        try:
+            self._core.patch_namespaced_pod_status(
+                eviction.name,
+                eviction.namespace,
+                {"status": {"conditions": [condition]}},
+                _content_type=_STRATEGIC,
+                _preload_content=False,
+            )
+            response = self._core.delete_namespaced_pod(
+                eviction.name,
+                eviction.namespace,
+                body=V1DeleteOptions(
+                    grace_period_seconds=self._settings.eviction_grace_seconds,
+                    preconditions=V1Preconditions(uid=eviction.uid),
+                ),
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return
+            self._metrics.patch_failed("eviction")
+            _log.warning(
+                "eviction of %s/%s failed: %s %s",
+                eviction.namespace,
+                eviction.name,
+                error.status,
+                error.reason,
+            )
+            return
+        self._metrics.evicted(eviction.queue, eviction.cause)
+        self._feed(response)
+
+    def _tell(self, message: PodMessage) -> None:
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message.message,
+            "lastTransitionTime": format_time(self._clock()),
+        }
+        try:
+            response = self._core.patch_namespaced_pod_status(
+                message.name,
+                message.namespace,
+                {"status": {"conditions": [condition]}},
+                _content_type=_STRATEGIC,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                self._metrics.patch_failed("message")
+            return
+        self._feed(response)
+
+    def _queue_status(self, update: QueueStatusUpdate) -> None:
+        try:
+            self._custom.patch_cluster_custom_object_status(
+                keys.GROUP,
+                keys.QUEUE_VERSION,
+                keys.QUEUE_PLURAL,
+                update.name,
+                {"status": dict(update.status)},
+                _content_type=_MERGE,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                self._metrics.patch_failed("queue-status")
+
+    # -- views for the webhooks -------------------------------------------------------------------
+
+    def _queues(self) -> Any:
+        with self._lock:
+            return self._ledger.queues()
+
+    def _workloads_in(self, queue_name: str) -> int:
+        with self._lock:
+            return self._ledger.workloads_in(queue_name)
+
+
+def _key(obj: Any) -> str:
+    metadata = obj["metadata"]
+    return metadata.get("uid") or f"{metadata.get('namespace', '')}/{metadata['name']}"
