@@ -4,6 +4,7 @@
     aistack scenario PATH            any scenario file: its timeline and queue summary
     aistack sim pooling [...]        Experiment 2 on the Philly trace (see `_cli_pooling`)
     aistack sim fragmentation [...]  Experiment 1 on openb (see `_cli_fragmentation`)
+    aistack serve [...]              the scheduler service on Kubernetes (see `_cli_serve`)
 
 Exit status: 0 on success; 2 for a usage error or a missing or invalid scenario file (one line
 on stderr saying what is wrong, no traceback); 1 if the simulation itself stops, which means a
@@ -21,6 +22,7 @@ from scheduler_service._cli_fragmentation import (
     run_fragmentation_command,
 )
 from scheduler_service._cli_pooling import add_pooling_parser, run_pooling_command
+from scheduler_service._cli_serve import add_serve_parser, run_serve_command
 from scheduler_service.sim import (
     Scenario,
     ScenarioError,
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_pooling_command(args)
     if args.command == "sim" and args.sim_command == "fragmentation":
         return run_fragmentation_command(args)
+    if args.command == "serve":
+        return run_serve_command(args)
     try:
         if args.command == "demo":
             scenario = load_scenario(args.scenario) if args.scenario else bundled_scenario(_DEMO)
@@ -104,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="EXPERIMENT")
     add_pooling_parser(sim_commands)
     add_fragmentation_parser(sim_commands)
+    add_serve_parser(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scheduler_service.api import ApiSettings
 from scheduler_service.core import Policy
 from scheduler_service.kube import _keys as keys
 
@@ -59,12 +60,6 @@ class LeaderElectionSettings(_Strict):
         return self
 
 
-class ApiOptions(_Strict):
-    """The REST API's options."""
-
-    auth: bool = Field(True, description="authenticate and authorise API requests (RBAC)")
-
-
 class ServiceSettings(_Strict):
     """Everything the service reads from its config file; every field has a sensible default."""
 
@@ -73,7 +68,7 @@ class ServiceSettings(_Strict):
     eviction_grace_seconds: int = Field(30, ge=0)
     policy: PolicySettings = PolicySettings()
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
-    api: ApiOptions = ApiOptions()
+    api: ApiSettings = ApiSettings()
     parallel_requests: int = Field(
         32, ge=1, le=256, description="API requests in flight when carrying out a plan"
     )

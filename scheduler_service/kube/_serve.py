@@ -1,0 +1,121 @@
+"""`aistack serve`: the scheduler service as one process (driver, API, webhooks, metrics).
+
+Wiring only: every part is built and tested on its own. The HTTPS server carries the API and the
+admission webhooks (the API server calls them, so they need TLS); a plain-HTTP server carries
+metrics and probes for the kubelet and Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from kubernetes import config
+from kubernetes.client import ApiClient, Configuration
+
+from scheduler_service.api import Metrics, create_app, create_probe_app
+from scheduler_service.kube._auth import KubeAuthorizer
+from scheduler_service.kube._driver import ClusterDriver
+from scheduler_service.kube._leader import LeaseElector
+from scheduler_service.kube._settings import ServiceSettings
+
+__all__ = ["ServeOptions", "api_client", "serve"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """Where the service listens and how it reaches the cluster (the command line's part)."""
+
+    tls_cert: Path
+    tls_key: Path
+    port: int = 8443
+    metrics_port: int = 9090
+    host: str = "0.0.0.0"  # a pod serves on all its interfaces
+    kubeconfig: Path | None = None
+
+
+def api_client(kubeconfig: Path | None, *, pool_size: int) -> ApiClient:
+    """A client for the cluster: the kubeconfig if given, else the pod's service account."""
+    configuration = Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            str(kubeconfig), client_configuration=configuration
+        )
+    else:
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = pool_size
+    return ApiClient(configuration)
+
+
+def serve(settings: ServiceSettings, options: ServeOptions) -> None:
+    """Run the service until interrupted (SIGINT/SIGTERM); gives the lease up on the way out."""
+    client = api_client(options.kubeconfig, pool_size=settings.parallel_requests + 8)
+    elector = None
+    if settings.leader_election.enabled:
+        election = settings.leader_election
+        elector = LeaseElector(
+            client,
+            namespace=os.environ.get("POD_NAMESPACE", "default"),
+            name=election.lease_name,
+            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+            lease_duration_seconds=election.lease_duration_seconds,
+            renew_deadline_seconds=election.renew_deadline_seconds,
+            retry_period_seconds=election.retry_period_seconds,
+        )
+    holder: list[ClusterDriver] = []
+    metrics = Metrics(lambda: holder[0].status() if holder else None)
+    driver = ClusterDriver(
+        client,
+        settings,
+        is_leader=(lambda: elector.is_leader) if elector is not None else (lambda: True),
+        metrics=metrics,
+    )
+    holder.append(driver)
+    app = create_app(
+        settings.api,
+        status=driver.status,
+        authorizer=KubeAuthorizer(client),
+        webhooks=driver.webhooks,
+        actions=driver,
+        metrics=metrics,
+    )
+    probes = create_probe_app(ready=driver.ready, metrics=metrics)
+    if elector is not None:
+        elector.start()
+    driver.start()
+    try:
+        asyncio.run(_serve_both(app, probes, options))
+    finally:
+        driver.stop()
+        if elector is not None:
+            elector.stop()
+
+
+async def _serve_both(app: FastAPI, probes: FastAPI, options: ServeOptions) -> None:
+    https = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=options.host,
+            port=options.port,
+            ssl_certfile=str(options.tls_cert),
+            ssl_keyfile=str(options.tls_key),
+            log_level="warning",
+        )
+    )
+    plain = uvicorn.Server(
+        uvicorn.Config(probes, host=options.host, port=options.metrics_port, log_level="warning")
+    )
+    _log.info(
+        "serving HTTPS on %s:%d, metrics on :%d", options.host, options.port, options.metrics_port
+    )
+    await asyncio.gather(https.serve(), plain.serve())
