@@ -1,0 +1,294 @@
+"""The scheduler service as the cluster sees it: `aistack serve` in a process.
+
+Its webhooks are registered with the real API server and its Queue CRD is installed from the
+Helm chart.
+`RunningService` can be stopped and started again (restart tests) and is shared by the session;
+tests isolate themselves with their own namespace, nodes (a pool of their own) and queues.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    ApiClient,
+    ApiextensionsV1Api,
+    CustomObjectsApi,
+)
+from kubernetes.client.exceptions import ApiException
+
+from scheduler_service.kube import keys
+from tests.integration.cluster import (
+    ManagedProcess,
+    TestCluster,
+    free_port,
+    issue_cert,
+    wait_for,
+)
+
+__all__ = ["CHART_CRDS", "RunningService", "make_queue", "managed_pod", "pod_env"]
+
+CHART_CRDS = Path(__file__).resolve().parents[2] / "helm" / "aistack" / "crds"
+_WEBHOOK_NAME = "aistack-test"
+
+
+class RunningService:
+    """`aistack serve` against the test cluster, with webhooks pointing at it."""
+
+    def __init__(self, cluster: TestCluster, admin: ApiClient) -> None:
+        """Install the CRD and webhooks; `start()` runs the process."""
+        self.cluster = cluster
+        self.admin = admin
+        self.workdir = cluster.workdir / "service"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.cert = issue_cert(self.cluster.ca, hosts=["127.0.0.1", "localhost"]).write(
+            self.workdir, "serving"
+        )
+        self.config_path = self.workdir / "config.yaml"
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "cycle_interval_seconds": 0.2,
+                    "eviction_grace_seconds": 0,
+                    "leader_election": {"enabled": False},
+                }
+            )
+        )
+        self.kubeconfig = cluster.write_kubeconfig(self.workdir / "kubeconfig")
+        self.process: ManagedProcess | None = None
+        _install_crds(ApiextensionsV1Api(admin))
+        self._register_webhooks()
+
+    @property
+    def url(self) -> str:
+        """The HTTPS base URL of the API."""
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the process and wait until it has listed the cluster."""
+        if self.process is not None and self.process.running:
+            return
+        argv = [
+            str(Path(sys.executable).parent / "aistack"),
+            "serve",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--config={self.config_path}",
+            f"--tls-cert={self.cert.cert}",
+            f"--tls-key={self.cert.key}",
+            f"--port={self.port}",
+            f"--metrics-port={self.metrics_port}",
+            "--host=127.0.0.1",
+        ]
+        self.process = ManagedProcess("aistack-serve", argv, self.cluster.log_dir / "aistack.log")
+        self.process.wait_ready(lambda: self._ok(f"http://127.0.0.1:{self.metrics_port}/readyz"))
+        self.process.wait_ready(lambda: self._ok(f"{self.url}/docs", tls=True))
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM); the webhooks stay registered, as in a real outage."""
+        if self.process is not None:
+            self.process.stop()
+
+    def get(self, path: str, token: str | None) -> tuple[int, Any]:
+        """GET an API path with a bearer token; (status, parsed JSON body)."""
+        request = urllib.request.Request(self.url + path)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        context = ssl.create_default_context(cafile=str(self.cluster.ca_path))
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:
+                return response.status, yaml.safe_load(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, yaml.safe_load(error.read())
+
+    def _ok(self, url: str, *, tls: bool = False) -> bool:
+        context = ssl.create_default_context(cafile=str(self.cluster.ca_path)) if tls else None
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _register_webhooks(self) -> None:
+        api = AdmissionregistrationV1Api(self.admin)
+        ca_bundle = base64.b64encode(self.cluster.ca.cert_pem).decode()
+        common = {
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5,
+        }
+        mutating = {
+            "metadata": {"name": _WEBHOOK_NAME},
+            "webhooks": [
+                {
+                    "name": "pods.aistack.io",
+                    "clientConfig": {
+                        "url": f"{self.url}/webhooks/mutate-pod",
+                        "caBundle": ca_bundle,
+                    },
+                    "rules": [_rule("", "v1", "pods", ["CREATE"])],
+                    "objectSelector": {
+                        "matchExpressions": [{"key": keys.QUEUE_LABEL, "operator": "Exists"}]
+                    },
+                    "reinvocationPolicy": "IfNeeded",
+                    **common,
+                }
+            ],
+        }
+        validating = {
+            "metadata": {"name": _WEBHOOK_NAME},
+            "webhooks": [
+                {
+                    "name": "queues.aistack.io",
+                    "clientConfig": {
+                        "url": f"{self.url}/webhooks/validate-queue",
+                        "caBundle": ca_bundle,
+                    },
+                    "rules": [
+                        _rule(keys.GROUP, "v1alpha1", "queues", ["CREATE", "UPDATE", "DELETE"])
+                    ],
+                    **common,
+                }
+            ],
+        }
+        with contextlib.suppress(ApiException):
+            api.delete_mutating_webhook_configuration(_WEBHOOK_NAME)
+        with contextlib.suppress(ApiException):
+            api.delete_validating_webhook_configuration(_WEBHOOK_NAME)
+        api.create_mutating_webhook_configuration(mutating)  # type: ignore[arg-type]
+        api.create_validating_webhook_configuration(validating)  # type: ignore[arg-type]
+
+
+def _rule(group: str, version: str, resource: str, operations: list[str]) -> dict[str, Any]:
+    return {
+        "apiGroups": [group],
+        "apiVersions": [version],
+        "resources": [resource],
+        "operations": operations,
+        "scope": "*",
+    }
+
+
+def _install_crds(api: ApiextensionsV1Api) -> None:
+    for path in sorted(CHART_CRDS.glob("*.yaml")):
+        manifest = yaml.safe_load(path.read_text())
+        with contextlib.suppress(ApiException):
+            api.create_custom_resource_definition(manifest)
+        name: str = manifest["metadata"]["name"]
+
+        def established(name: str = name) -> bool:
+            crd = api.read_custom_resource_definition_status(name)
+            conditions = crd.status.conditions if crd.status else None
+            return any(c.type == "Established" and c.status == "True" for c in conditions or [])
+
+        wait_for(f"CRD {name} to be established", established)
+
+
+def make_queue(
+    admin: ApiClient,
+    pools: Mapping[str, float | tuple[float, float]],
+    *,
+    name: str | None = None,
+    parent: str | None = None,
+    priority: int = 0,
+) -> str:
+    """Create a Queue with quota (or (quota, limit)) per pool; returns its (unique) name."""
+    name = name or f"q-{secrets.token_hex(3)}"
+    entries = []
+    for pool, amount in pools.items():
+        quota, limit = amount if isinstance(amount, tuple) else (amount, None)
+        entry: dict[str, Any] = {"pool": pool, "quota": quota}
+        if limit is not None:
+            entry["limit"] = limit
+        entries.append(entry)
+    spec: dict[str, Any] = {"pools": entries, "priority": priority}
+    if parent is not None:
+        spec["parent"] = parent
+    body = {
+        "apiVersion": f"{keys.GROUP}/{keys.QUEUE_VERSION}",
+        "kind": "Queue",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    CustomObjectsApi(admin).create_cluster_custom_object(
+        keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, body
+    )
+    return name
+
+
+def managed_pod(
+    name: str,
+    queue: str,
+    *,
+    gpus: int = 0,
+    slice_: tuple[int, int] | None = None,
+    gang: tuple[str, int] | None = None,
+    run_for: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A pod that asks the scheduler for GPUs (whole, or a (memory MiB, compute %) slice)."""
+    notes = dict(annotations or {})
+    pod_labels = {keys.QUEUE_LABEL: queue, **(labels or {})}
+    if slice_ is not None:
+        notes[keys.GPU_MEMORY_ANNOTATION] = str(slice_[0])
+        notes[keys.GPU_COMPUTE_ANNOTATION] = str(slice_[1])
+    if gang is not None:
+        pod_labels[keys.GANG_LABEL] = gang[0]
+        notes[keys.GANG_SIZE_ANNOTATION] = str(gang[1])
+    if run_for is not None:
+        notes["aistack.io/test-run-for"] = run_for
+    limits = {keys.GPU_RESOURCE: str(gpus)} if gpus else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": pod_labels, "annotations": notes},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.invalid/aistack/train:test",
+                    "command": ["python", "train.py"],
+                    "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}],
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "1Gi", **limits},
+                        "limits": limits,
+                    },
+                }
+            ],
+        },
+    }
+
+
+def pod_env(pod: Mapping[str, Any], container: str = "main") -> dict[str, str]:
+    """The env a container of `pod` gets when it starts.
+
+    Resolves the downward API's annotation references as the kubelet does (kwok runs no
+    containers, so the test does it).
+    """
+    annotations = pod["metadata"].get("annotations") or {}
+    (spec,) = [c for c in pod["spec"]["containers"] if c["name"] == container]
+    env: dict[str, str] = {}
+    for variable in spec.get("env") or []:
+        field_path = ((variable.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if field_path is not None:
+            key = field_path.removeprefix("metadata.annotations['").removesuffix("']")
+            env[variable["name"]] = annotations.get(key, "")
+        else:
+            env[variable["name"]] = variable.get("value", "")
+    return env

@@ -1,0 +1,412 @@
+"""The scheduler service against a real API server, kube-scheduler, kwok nodes and Argo.
+
+Each test makes its own pool (nodes labelled `aistack.io/pool: <prefix>`), queues with quotas
+in it, and pods in its own namespace, so tests share the service without seeing each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from scheduler_service.kube import keys
+from tests.integration.cluster import GpuNodes, TestCluster, wait_for, wait_for_workflow_phase
+from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
+
+
+@pytest.fixture(scope="module")
+def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
+    running = RunningService(cluster, admin_client)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def core(admin_client: ApiClient, service: RunningService) -> CoreV1Api:
+    service.start()  # a restart test may have left it stopped
+    return CoreV1Api(admin_client)
+
+
+def pool_nodes(nodes: GpuNodes, count: int, gpus: int = 8, **labels: str) -> str:
+    """`count` nodes in a pool of this test's own; returns the pool's name."""
+    for i in range(count):
+        nodes(f"g{i}", gpus=gpus, labels={keys.POOL_LABEL: nodes.prefix, **labels})
+    return nodes.prefix
+
+
+def create(core: CoreV1Api, namespace: str, pod: dict[str, Any]) -> None:
+    core.create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]
+
+
+Pod = dict[str, Any]
+
+
+def read(core: CoreV1Api, namespace: str, name: str) -> Pod:
+    """The pod as the API server sends it (JSON, camelCase)."""
+    response: Any = core.read_namespaced_pod(name, namespace, _preload_content=False)
+    pod: Pod = json.loads(response.data)
+    return pod
+
+
+def is_gated(pod: Pod) -> bool:
+    return any(g["name"] == keys.SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or [])
+
+
+def phase_is(*phases: str) -> Callable[[Pod], bool]:
+    return lambda pod: pod["status"].get("phase") in phases and not is_gated(pod)
+
+
+def node_of(pod: Pod) -> str | None:
+    node: str | None = pod["spec"].get("nodeName")
+    return node
+
+
+def annotations_of(pod: Pod) -> dict[str, str]:
+    found: dict[str, str] = pod["metadata"].get("annotations") or {}
+    return found
+
+
+def waiting_message(pod: Pod) -> str:
+    for condition in pod["status"].get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            return str(condition.get("message", ""))
+    return ""
+
+
+def test_a_gpu_pod_is_gated_wired_released_and_runs_to_completion(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    pool = pool_nodes(make_gpu_node, 1)
+    queue = make_queue(admin_client, {pool: 8})
+    create(core, namespace, managed_pod("train", queue, gpus=2, run_for="2s"))
+    created = read(core, namespace, "train")
+    assert created["metadata"]["labels"][keys.MANAGED_LABEL] == "true"
+    assert "all" not in pod_env(created).values()  # the user's NVIDIA_VISIBLE_DEVICES is gone
+    done = wait_for(
+        "the pod to be released and to succeed",
+        lambda: read(core, namespace, "train"),
+        phase_is("Succeeded"),
+    )
+    assert node_of(done) == f"{pool}-g0"
+    assert annotations_of(done)[keys.NODE_ANNOTATION] == f"{pool}-g0"
+    assert len(pod_env(done)["AISTACK_GPUS"].split(",")) == 2
+
+
+def test_a_gang_is_released_whole_or_not_at_all(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    pool = pool_nodes(make_gpu_node, 2)
+    queue = make_queue(admin_client, {pool: 24})
+    for i in range(3):
+        create(core, namespace, managed_pod(f"w{i}", queue, gpus=8, gang=("ddp", 3)))
+    waiting = wait_for(
+        "the gang to be told why it waits",
+        lambda: [read(core, namespace, f"w{i}") for i in range(3)],
+        lambda pods: all(waiting_message(p) for p in pods),
+    )
+    assert all(is_gated(p) for p in waiting)
+    assert "aistack: " in waiting_message(waiting[0])
+    make_gpu_node("g2", labels={keys.POOL_LABEL: pool})
+    running = wait_for(
+        "the whole gang to run",
+        lambda: [read(core, namespace, f"w{i}") for i in range(3)],
+        lambda pods: all(phase_is("Running")(p) for p in pods),
+    )
+    assert len({node_of(p) for p in running}) == 3
+    records = {annotations_of(p)[keys.GANG_ALLOCATION_ANNOTATION] for p in running}
+    assert len(records) == 1
+    assert sorted(json.loads(records.pop())) == ["w0", "w1", "w2"]
+
+
+def test_borrowed_gpus_are_reclaimed_with_a_recognisable_eviction(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    pool = pool_nodes(make_gpu_node, 2)
+    lender = make_queue(admin_client, {pool: 8})
+    borrower = make_queue(admin_client, {pool: 8})
+    for i in range(4):
+        create(core, namespace, managed_pod(f"b{i}", borrower, gpus=4))
+    wait_for(
+        "the borrower to run on all 16 GPUs",
+        lambda: [read(core, namespace, f"b{i}") for i in range(4)],
+        lambda pods: all(phase_is("Running")(p) for p in pods),
+    )
+    events: list[str] = []
+    create(core, namespace, managed_pod("owner", lender, gpus=8))
+    wait_for(
+        "the owner to get its quota back",
+        lambda: read(core, namespace, "owner"),
+        phase_is("Running"),
+    )
+    survivors = [p.metadata.name for p in core.list_namespaced_pod(namespace).items if p.metadata]
+    evicted = sorted({f"b{i}" for i in range(4)} - set(survivors))
+    assert len(evicted) == 2, (survivors, events)
+
+
+def test_pools_of_two_gpu_models_are_kept_apart(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    h100 = f"{make_gpu_node.prefix}-h100"
+    a100 = f"{make_gpu_node.prefix}-a100"
+    make_gpu_node("h", labels={keys.POOL_LABEL: h100})
+    make_gpu_node("a", product="NVIDIA-A100-SXM4-80GB", labels={keys.POOL_LABEL: a100})
+    queue = make_queue(admin_client, {h100: 8, a100: (0, 0)})
+    create(core, namespace, managed_pod("anywhere", queue, gpus=8))
+    create(
+        core,
+        namespace,
+        managed_pod("a100-only", queue, gpus=8, annotations={keys.POOLS_ANNOTATION: a100}),
+    )
+    placed = wait_for(
+        "the H100 pod to run", lambda: read(core, namespace, "anywhere"), phase_is("Running")
+    )
+    assert node_of(placed) == f"{make_gpu_node.prefix}-h"
+    told = wait_for(
+        "the A100 pod to be told its queue may not use that pool",
+        lambda: read(core, namespace, "a100-only"),
+        lambda pod: bool(waiting_message(pod)),
+    )
+    assert is_gated(told)
+    assert a100 in waiting_message(told)
+
+
+def test_slices_share_one_gpu_with_their_limits_in_the_containers_env(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    pool = pool_nodes(make_gpu_node, 1, gpus=1)
+    queue = make_queue(admin_client, {pool: 1})
+    shares = [(20000, 25), (30000, 50), (20000, 25)]
+    for i, share in enumerate(shares):
+        create(core, namespace, managed_pod(f"s{i}", queue, slice_=share))
+    pods = wait_for(
+        "three slices to run on the one GPU",
+        lambda: [read(core, namespace, f"s{i}") for i in range(3)],
+        lambda found: all(phase_is("Running")(p) for p in found),
+    )
+    envs = [pod_env(p) for p in pods]
+    assert {e["NVIDIA_VISIBLE_DEVICES"] for e in envs} == {"0"}
+    assert [e["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] for e in envs] == [
+        "0=20000M",
+        "0=30000M",
+        "0=20000M",
+    ]
+    assert [e["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] for e in envs] == ["25", "50", "25"]
+    create(core, namespace, managed_pod("s3", queue, slice_=(20000, 25)))
+    told = wait_for(
+        "a fourth slice to wait: the GPU's compute is fully shared out",
+        lambda: read(core, namespace, "s3"),
+        lambda pod: bool(waiting_message(pod)),
+    )
+    assert is_gated(told)
+
+
+def test_a_gang_asking_for_one_rack_gets_one_rack(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    pool = make_gpu_node.prefix
+    for name, rack in [("r1a", "r1"), ("r2a", "r2"), ("r2b", "r2")]:
+        make_gpu_node(name, labels={keys.POOL_LABEL: pool, "aistack.io/rack": rack})
+    queue = make_queue(admin_client, {pool: 24})
+    topology = {keys.TOPOLOGY_ANNOTATION: "rack"}
+    for i in range(2):
+        create(
+            core,
+            namespace,
+            managed_pod(f"t{i}", queue, gpus=8, gang=("t", 2), annotations=topology),
+        )
+    pods = wait_for(
+        "the gang to run",
+        lambda: [read(core, namespace, f"t{i}") for i in range(2)],
+        lambda found: all(phase_is("Running")(p) for p in found),
+    )
+    assert {node_of(p) for p in pods} == {f"{pool}-r2a", f"{pool}-r2b"}
+
+
+def test_a_restarted_service_places_nothing_twice_and_finishes_what_waits(
+    core: CoreV1Api,
+    namespace: str,
+    make_gpu_node: GpuNodes,
+    admin_client: ApiClient,
+    service: RunningService,
+) -> None:
+    pool = pool_nodes(make_gpu_node, 1)
+    queue = make_queue(admin_client, {pool: 8})
+    create(core, namespace, managed_pod("first", queue, gpus=4))
+    first = wait_for(
+        "the first pod to run", lambda: read(core, namespace, "first"), phase_is("Running")
+    )
+    service.stop()
+    create(core, namespace, managed_pod("second", queue, gpus=4))
+    create(core, namespace, managed_pod("third", queue, gpus=4))
+    service.start()
+    wait_for(
+        "one of the waiting pods to run after the restart",
+        lambda: [read(core, namespace, n) for n in ("second", "third")],
+        lambda pods: sum(phase_is("Running")(p) for p in pods) == 1,
+    )
+    after = read(core, namespace, "first")
+    assert annotations_of(after) == annotations_of(first)
+    still = [read(core, namespace, n) for n in ("second", "third")]
+    assert sum(is_gated(p) for p in still) == 1  # 4 + 4 of 8 GPUs: the third must wait
+
+
+def test_no_managed_pod_slips_past_admission_while_the_service_is_down(
+    core: CoreV1Api,
+    namespace: str,
+    make_gpu_node: GpuNodes,
+    admin_client: ApiClient,
+    service: RunningService,
+) -> None:
+    pool = pool_nodes(make_gpu_node, 1)
+    queue = make_queue(admin_client, {pool: 8})
+    service.stop()
+    with pytest.raises(ApiException) as refused:
+        create(core, namespace, managed_pod("during-outage", queue, gpus=1))
+    assert refused.value.status >= 500 or "pods.aistack.io" in str(refused.value.body)
+    service.start()
+    create(core, namespace, managed_pod("gated", queue, gpus=1))
+    service.stop()
+    pod = read(core, namespace, "gated")
+    assert is_gated(pod)
+    assert node_of(pod) is None
+    service.start()
+    wait_for(
+        "the pod to run once the service is back",
+        lambda: read(core, namespace, "gated"),
+        phase_is("Running"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotations", "gpus", "message"),
+    [
+        (
+            {keys.GPU_COMPUTE_ANNOTATION: "150", keys.GPU_MEMORY_ANNOTATION: "1000"},
+            0,
+            "must be 1-100",
+        ),
+        ({keys.GPU_COMPUTE_ANNOTATION: "50"}, 0, "a GPU slice needs both"),
+        (
+            {keys.GPU_COMPUTE_ANNOTATION: "50", keys.GPU_MEMORY_ANNOTATION: "1000"},
+            1,
+            "ask for one or the other",
+        ),
+        ({keys.NODE_ANNOTATION: "somewhere"}, 1, "written by the scheduler only"),
+        ({keys.TOPOLOGY_ANNOTATION: "galaxy"}, 1, "use a level"),
+    ],
+)
+def test_bad_pod_requests_are_refused_with_a_clear_message(  # noqa: PLR0917 (fixtures + params)
+    core: CoreV1Api,
+    namespace: str,
+    admin_client: ApiClient,
+    annotations: dict[str, str],
+    gpus: int,
+    message: str,
+) -> None:
+    queue = make_queue(admin_client, {"any": 1})
+    with pytest.raises(ApiException) as refused:
+        create(core, namespace, managed_pod("bad", queue, gpus=gpus, annotations=annotations))
+    assert message in str(refused.value.body)
+
+
+def test_a_pod_for_a_missing_queue_is_refused(core: CoreV1Api, namespace: str) -> None:
+    with pytest.raises(ApiException) as refused:
+        create(core, namespace, managed_pod("lost", "no-such-queue", gpus=1))
+    assert "queue 'no-such-queue' does not exist" in str(refused.value.body)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"pools": [{"pool": "x", "quota": 4, "limit": 2}]}, "limit must be >= quota"),
+        ({"parent": "no-such-parent", "pools": []}, "parent 'no-such-parent' does not exist"),
+        ({"pools": [{"pool": "x", "quota": -1}]}, "should be greater than or equal to 0"),
+    ],
+)
+def test_bad_queues_are_refused_with_a_clear_message(
+    admin_client: ApiClient, service: RunningService, spec: dict[str, Any], message: str
+) -> None:
+    body = {
+        "apiVersion": "aistack.io/v1alpha1",
+        "kind": "Queue",
+        "metadata": {"name": "bad-queue"},
+        "spec": spec,
+    }
+    with pytest.raises(ApiException) as refused:
+        CustomObjectsApi(admin_client).create_cluster_custom_object(
+            keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, body
+        )
+    assert message in str(refused.value.body)
+
+
+def test_a_parent_queue_with_children_cannot_be_deleted(
+    admin_client: ApiClient, service: RunningService
+) -> None:
+    parent = make_queue(admin_client, {"x": 4})
+    make_queue(admin_client, {"x": 2}, parent=parent)
+    custom = CustomObjectsApi(admin_client)
+    wait_for(
+        "the service to see the child",
+        lambda: service.get("/api/v1/queues", service.cluster.tokens["admin"]),
+        lambda r: r[0] == 200 and sum(q.get("parent") == parent for q in r[1]) == 1,
+    )
+    with pytest.raises(ApiException) as refused:
+        custom.delete_cluster_custom_object(
+            keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, parent
+        )
+    assert "delete or re-parent them first" in str(refused.value.body)
+
+
+def test_the_api_answers_users_by_their_rbac_rights(service: RunningService) -> None:
+    tokens = service.cluster.tokens
+    status, body = service.get("/api/v1/nodes", tokens["admin"])
+    assert status == 200
+    status, body = service.get("/api/v1/nodes", tokens["alice"])
+    assert status == 403
+    assert "alice" in json.dumps(body)
+    status, _ = service.get("/api/v1/nodes", None)
+    assert status == 401
+
+
+def test_an_argo_workflow_step_asking_for_a_gpu_is_admitted_and_succeeds(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient, argo: object
+) -> None:
+    pool = pool_nodes(make_gpu_node, 1)
+    queue = make_queue(admin_client, {pool: 8})
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "train"},
+        "spec": {
+            "entrypoint": "train",
+            "templates": [
+                {
+                    "name": "train",
+                    "metadata": {
+                        "labels": {keys.QUEUE_LABEL: queue},
+                        "annotations": {"aistack.io/test-run-for": "1s"},
+                    },
+                    "container": {
+                        "image": "registry.invalid/train:test",
+                        "command": ["python", "train.py"],
+                        "resources": {"limits": {keys.GPU_RESOURCE: "1"}},
+                    },
+                }
+            ],
+        },
+    }
+    CustomObjectsApi(admin_client).create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
+    )
+    done = wait_for_workflow_phase(admin_client, namespace, "train", timeout=90)
+    assert done["status"]["phase"] == "Succeeded"
+    (listed,) = core.list_namespaced_pod(namespace).items
+    assert listed.metadata is not None
+    pod = read(core, namespace, str(listed.metadata.name))
+    assert annotations_of(pod)[keys.NODE_ANNOTATION] == f"{pool}-g0"
