@@ -1,21 +1,65 @@
-"""The service's HTTP face: REST API, admission webhooks, metrics and probes (FastAPI)."""
+"""The service's HTTP face: REST API, admission webhooks, metrics and probes (FastAPI).
 
+`create_app` builds the HTTPS app (the API under /api/v1, webhooks under /webhooks) from what
+the driver provides through the contract (`ClusterStatus`, `Authorizer`, `Webhooks`,
+`Actions`); `create_probe_app` the plain-HTTP one (/metrics, /healthz, /readyz).
+"""
+
+from scheduler_service.api._app import create_app
 from scheduler_service.api._contract import (
     Actions,
     AdmissionDecision,
     Authorizer,
+    AuthUnavailable,
     ClusterStatus,
     User,
     Webhooks,
     WorkloadPods,
 )
+from scheduler_service.api._errors import ErrorBody, ErrorDetail
+from scheduler_service.api._metrics import Metrics
+from scheduler_service.api._models import (
+    Explanation,
+    GpuSliceView,
+    GpuUse,
+    GpuView,
+    NodeView,
+    PodPlacement,
+    QueuePoolView,
+    QueueView,
+    ReasonView,
+    RequestView,
+    WorkloadCounts,
+    WorkloadView,
+)
+from scheduler_service.api._probes import create_probe_app
+from scheduler_service.api._settings import ApiSettings
 
 __all__ = [
     "Actions",
     "AdmissionDecision",
+    "ApiSettings",
+    "AuthUnavailable",
     "Authorizer",
     "ClusterStatus",
+    "ErrorBody",
+    "ErrorDetail",
+    "Explanation",
+    "GpuSliceView",
+    "GpuUse",
+    "GpuView",
+    "Metrics",
+    "NodeView",
+    "PodPlacement",
+    "QueuePoolView",
+    "QueueView",
+    "ReasonView",
+    "RequestView",
     "User",
     "Webhooks",
+    "WorkloadCounts",
     "WorkloadPods",
+    "WorkloadView",
+    "create_app",
+    "create_probe_app",
 ]

@@ -17,6 +17,7 @@ from scheduler_service.core import Plan, Snapshot
 __all__ = [
     "Actions",
     "AdmissionDecision",
+    "AuthUnavailable",
     "Authorizer",
     "ClusterStatus",
     "User",
@@ -60,8 +61,19 @@ class User:
     extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+class AuthUnavailable(Exception):  # noqa: N818 - it names a state, not a programming error
+    """The Authorizer could not ask the API server (unreachable, or the service lacks the right).
+
+    The API answers 503 with the message, not 401 or 403: the user's token or rights may be
+    fine, it is the service that cannot check them. The message says what failed and what to do.
+    """
+
+
 class Authorizer(Protocol):
-    """Kubernetes authentication (TokenReview) and authorisation (SubjectAccessReview)."""
+    """Kubernetes authentication (TokenReview) and authorisation (SubjectAccessReview).
+
+    Both methods raise `AuthUnavailable` when the API server cannot answer.
+    """
 
     def authenticate(self, token: str) -> User | None:
         """The user behind a bearer token, or None if the API server does not accept it."""
@@ -85,13 +97,16 @@ class AdmissionDecision:
     """The answer to one AdmissionReview request.
 
     Refused requests carry a `message` that says what was wrong and what to do; allowed
-    mutations carry a JSON patch (RFC 6902 operations).
+    mutations carry a JSON patch (RFC 6902 operations). `code` is the HTTP status the API server
+    reports with a refusal (kubectl shows it as "Error from server (Forbidden)"): 403 when policy
+    refuses, 400 when the object itself is invalid (a bad queue spec, a bad request annotation).
     """
 
     allowed: bool
     message: str = ""
     patch: Sequence[Mapping[str, Any]] = ()
     warnings: tuple[str, ...] = ()
+    code: int = 403
 
 
 class Webhooks(Protocol):

@@ -1,0 +1,84 @@
+"""What one request's user may do: RBAC answers from the Authorizer, asked once per request.
+
+A page of workloads checks `list pods` in every namespace it shows; the answers are kept for
+the request, so each namespace is asked about once (the Authorizer may cache across requests).
+"""
+
+from __future__ import annotations
+
+from scheduler_service.api._contract import Authorizer, AuthUnavailable, User
+from scheduler_service.api._errors import ApiError
+
+__all__ = ["ANONYMOUS", "Access", "unavailable"]
+
+ANONYMOUS = User(name="system:anonymous", groups=("system:unauthenticated",))
+"""The user of every request when authentication is off (local use)."""
+
+_Question = tuple[str, str, str, str, str]
+
+
+def unavailable(exc: AuthUnavailable) -> ApiError:
+    """The 503 for an Authorizer that could not reach the API server."""
+    return ApiError(
+        503,
+        f"cannot check your token or rights right now: {exc}; retry in a moment, and if it "
+        "persists ask the cluster administrators to look at the scheduler service's log",
+    )
+
+
+class Access:
+    """The RBAC rights of one request's `user`.
+
+    With no `authorizer` (authentication off) every question is answered yes.
+    """
+
+    def __init__(self, user: User, authorizer: Authorizer | None) -> None:
+        """Ask `authorizer` about `user`, or allow everything when it is None."""
+        self.user = user
+        self._authorizer = authorizer
+        self._answers: dict[_Question, bool] = {}
+
+    def __repr__(self) -> str:
+        mode = "authorized" if self._authorizer is not None else "everything allowed"
+        return f"<Access user={self.user.name!r} ({mode}), {len(self._answers)} answers cached>"
+
+    def can(
+        self, verb: str, resource: str, *, group: str = "", namespace: str = "", name: str = ""
+    ) -> bool:
+        """Whether the user may `verb` the resource (cluster-wide when `namespace` is empty)."""
+        if self._authorizer is None:
+            return True
+        question = (verb, resource, group, namespace, name)
+        answer = self._answers.get(question)
+        if answer is None:
+            try:
+                answer = self._authorizer.allowed(
+                    self.user,
+                    verb=verb,
+                    resource=resource,
+                    group=group,
+                    namespace=namespace,
+                    name=name,
+                )
+            except AuthUnavailable as exc:
+                raise unavailable(exc) from exc
+            self._answers[question] = answer
+        return answer
+
+    def require(
+        self, verb: str, resource: str, *, group: str = "", namespace: str = "", name: str = ""
+    ) -> None:
+        """Raise a 403 `ApiError` that names the missing right unless the user has it."""
+        if self.can(verb, resource, group=group, namespace=namespace, name=name):
+            return
+        what = f"{resource}.{group}" if group else resource
+        if name:
+            what = f"{what} {name}"
+        where = f"in namespace {namespace}" if namespace else "cluster-wide"
+        grant = "a RoleBinding in that namespace" if namespace else "a ClusterRoleBinding"
+        raise ApiError(
+            403,
+            f"user {self.user.name} may not {verb} {what} {where}; ask a cluster administrator "
+            f"for {grant} that grants {verb} on {resource}"
+            + (f" in API group {group}" if group else ""),
+        )

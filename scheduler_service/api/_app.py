@@ -1,0 +1,66 @@
+"""`create_app`: the HTTPS app of the service (REST API and admission webhooks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from scheduler_service.api import _routes, _webhooks
+from scheduler_service.api._contract import Actions, Authorizer, ClusterStatus, Webhooks
+from scheduler_service.api._deps import Services
+from scheduler_service.api._errors import install_error_handlers
+from scheduler_service.api._metrics import Metrics
+from scheduler_service.api._settings import ApiSettings
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """\
+The AI-Stack scheduler's view of the GPU pool: queues with their quota, fair share and usage;
+workloads with their state, allocation and the reason they wait; nodes and their GPUs; and why
+a given pod waits.
+
+Every /api/v1 request carries a Kubernetes bearer token (`Authorization: Bearer <token>`); the
+service asks the API server who it belongs to (TokenReview) and whether RBAC allows the request
+(SubjectAccessReview), so a user sees and acts on what `kubectl` would let them.
+
+GPU amounts are in GPUs (fractional for slices and shares), times in Unix seconds.
+"""
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    status: Callable[[], ClusterStatus],
+    authorizer: Authorizer,
+    webhooks: Webhooks,
+    actions: Actions,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The HTTPS app: the REST API under /api/v1 and the admission webhooks under /webhooks.
+
+    `status` returns the driver's latest `ClusterStatus` (each request reads it once);
+    `authorizer` checks bearer tokens and RBAC unless `settings.auth` is off; `webhooks` and
+    `actions` carry out what the routes are asked. When `metrics` is given, the webhook routes
+    count their decisions in it.
+    """
+    app = FastAPI(
+        title="AI-Stack scheduler",
+        version="v1",
+        description=_DESCRIPTION,
+        # operationIds are what generated clients name their methods: the route's function
+        # name (`list_workloads`), not FastAPI's default path-and-method mangle.
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.state.services = Services(
+        settings=settings,
+        status=status,
+        authorizer=authorizer,
+        webhooks=webhooks,
+        actions=actions,
+        metrics=metrics,
+    )
+    install_error_handlers(app)
+    app.include_router(_routes.router)
+    app.include_router(_webhooks.router)
+    return app
