@@ -97,6 +97,12 @@ class KubeWebhooks:
             parsed = parse_pod_request(pod)
         except PodRequestError as error:
             return AdmissionDecision(allowed=False, message=str(error))
+        if (pod.get("spec") or {}).get("nodeName"):
+            return AdmissionDecision(
+                allowed=False,
+                message="spec.nodeName is set: the scheduler chooses the node; remove nodeName "
+                f"(or remove label {keys.QUEUE_LABEL} to schedule the pod yourself)",
+            )
         annotations: Mapping[str, str] = (pod.get("metadata") or {}).get("annotations") or {}
         taken = sorted(k for k in annotations if k.startswith(keys.ALLOCATION_PREFIX))
         if taken:

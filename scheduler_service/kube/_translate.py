@@ -137,11 +137,6 @@ def parse_pod_request(pod: JsonObject) -> PodRequest:
 
     request = _request(spec, annotations, problems)
     topology = _topology(annotations.get(keys.TOPOLOGY_ANNOTATION), problems)
-    if spec.get("nodeName"):
-        problems.append(
-            "spec.nodeName is set: the scheduler chooses the node; remove nodeName "
-            f"(or remove label {keys.QUEUE_LABEL} to schedule the pod yourself)"
-        )
     if problems:
         name = _metadata(pod).get("name") or _metadata(pod).get("generateName") or "<unnamed>"
         raise PodRequestError(f"pod {name}: " + "; ".join(problems))

@@ -117,9 +117,14 @@ def released(pod: Pod, release: PodRelease) -> Pod:
 
 
 def with_phase(pod: Pod, phase: str, *, deleting: bool = False) -> Pod:
-    """The pod in another phase (and marked for deletion if asked)."""
+    """The pod in another phase (and marked for deletion if asked).
+
+    A pod past Pending has been bound by kube-scheduler to the node it was released onto.
+    """
     after = copy.deepcopy(pod)
     after["status"]["phase"] = phase
+    if phase != "Pending":
+        after["spec"]["nodeName"] = after["spec"]["nodeSelector"]["kubernetes.io/hostname"]
     after["metadata"]["resourceVersion"] = str(next(_counter))
     if deleting:
         after["metadata"]["deletionTimestamp"] = "2026-11-24T11:00:00Z"

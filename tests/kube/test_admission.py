@@ -98,6 +98,14 @@ def test_pods_for_unknown_or_parent_queues_are_refused(queue: str, message: str)
     assert message in decision.message
 
 
+def test_a_pod_that_names_its_node_is_refused() -> None:
+    pod = make_pod("p", "a", gpus=1)
+    pod["spec"]["nodeName"] = "n1"
+    decision = hooks().mutate_pod(pod_create(pod))
+    assert not decision.allowed
+    assert "spec.nodeName is set" in decision.message
+
+
 def test_a_pod_without_the_queue_label_is_not_touched() -> None:
     pod = make_pod("p", gpus=1)
     del pod["metadata"]["labels"][keys.QUEUE_LABEL]

@@ -53,7 +53,10 @@ def test_a_pod_is_released_onto_its_node_with_its_allocation_and_then_runs() -> 
     assert keys.GANG_ALLOCATION_ANNOTATION not in release.annotations
     ledger.pod_changed(released(pod, release))
     assert state_of(ledger, "team/p") is WorkloadState.RUNNING
-    assert ledger.cycle(NOW + 1).releases == ()
+    ledger.pod_changed(with_phase(released(pod, release), "Running"))  # bound and started
+    assert state_of(ledger, "team/p") is WorkloadState.RUNNING
+    ledger.pod_changed(make_pod("q", gpus=8))
+    assert ledger.cycle(NOW + 1).releases == ()  # its GPUs are still held
 
 
 def test_a_slice_carries_its_limits_for_the_container() -> None:
