@@ -36,6 +36,7 @@ _DEFAULT_TIMEOUT_SECONDS = 300
 _KEEP_ENV = "AISTACK_KEEP_TEST_CLUSTER"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every integration test `integration`; give it a timeout that covers cluster start."""
     for item in items:
