@@ -407,10 +407,22 @@ def _http_ok(url: str, *, context: ssl.SSLContext | None = None, token: str | No
 # --- waiting -----------------------------------------------------------------------------------
 
 
-def _describe(value: object, limit: int = 2000) -> str:
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    text = repr(value)
+def _compact(value: object) -> object:
+    # What a reader needs from an API object: no unset fields, no managedFields bookkeeping.
+    if isinstance(value, Mapping):
+        return {
+            key: _compact(item)
+            for key, item in value.items()
+            if item not in (None, [], {}) and key not in ("managedFields", "managed_fields")
+        }
+    if isinstance(value, list):
+        return [_compact(item) for item in value]
+    return value
+
+
+def _describe(value: object, limit: int = 3000) -> str:
+    to_dict = getattr(value, "to_dict", None)
+    text = repr(_compact(to_dict() if callable(to_dict) else value))
     return text if len(text) <= limit else text[:limit] + " ..."
 
 

@@ -121,8 +121,16 @@ def test_gated_pod_waits_until_the_gate_is_lifted_then_lands_on_the_chosen_node(
             c.type == "PodScheduled" and c.reason == "SchedulingGated" for c in conditions or []
         )
 
-    waiting = wait_for("kube-scheduler to report the pod SchedulingGated", pod, gated)
-    assert _node_name(waiting) is None
+    wait_for("the pod to be marked SchedulingGated", pod, gated)
+    # A pod created after the gated one gets bound: kube-scheduler is at work, and passes the
+    # gated pod by.
+    core.create_namespaced_pod(namespace, gpu_pod("control", node_selector=make_gpu_node.selector))
+    wait_for(
+        "kube-scheduler to bind the ungated control pod",
+        lambda: core.read_namespaced_pod("control", namespace),
+        lambda p: _node_name(p) is not None,
+    )
+    assert _node_name(pod()) is None
 
     # What the service does to admit a pod: lift the gate and pin the node in one patch.
     core.patch_namespaced_pod(
