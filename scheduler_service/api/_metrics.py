@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler_service.api._contract import ClusterStatus
@@ -141,6 +148,9 @@ class Metrics:
         """Serve gauges from `status()`; counters start at zero."""
         self.registry = CollectorRegistry()
         self.registry.register(_StatusCollector(status))
+        # The service's own CPU time, memory and open files (process_*), as operators expect
+        # from any exporter; the scale benchmark reads them too.
+        ProcessCollector(registry=self.registry)
         self._cycle_seconds = Histogram(
             "aistack_cycle_duration_seconds",
             "Time one scheduling cycle took, from snapshot to plan carried out.",

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kubernetes.client import (
     ApiClient,
@@ -47,6 +47,7 @@ __all__ = ["ClusterDriver", "DriverMetrics"]
 
 _log = logging.getLogger(__name__)
 
+_R = TypeVar("_R")
 _MERGE = "application/merge-patch+json"
 _STRATEGIC = "application/strategic-merge-patch+json"
 
@@ -58,7 +59,7 @@ class DriverMetrics(Protocol):
         """A cycle ran."""
 
     def admitted(self, queue: str, pods: int) -> None:
-        """A workload's pods were released."""
+        """A workload's pods were released (once per workload and cycle)."""
 
     def evicted(self, queue: str, cause: str) -> None:
         """A pod was evicted."""
@@ -249,13 +250,20 @@ class ClusterDriver:
     def _carry_out(self, intents: Intents) -> None:
         """Evictions first (they free room), then releases, then messages and queue statuses."""
         self._all(self._evict, intents.evictions)
-        self._all(self._release, intents.releases)
+        released: dict[tuple[str, str], int] = {}
+        for release, done in zip(
+            intents.releases, self._all(self._release, intents.releases), strict=True
+        ):
+            if done:
+                key = (release.workload, release.queue)
+                released[key] = released.get(key, 0) + 1
+        for (_, queue_name), pods in sorted(released.items()):
+            self._metrics.admitted(queue_name, pods)
         self._all(self._tell, intents.messages[: self._settings.messages_per_cycle])
         self._all(self._queue_status, intents.queue_statuses)
 
-    def _all(self, action: Callable[[Any], None], items: Iterable[Any]) -> None:
-        for future in [self._pool.submit(action, item) for item in items]:
-            future.result()
+    def _all(self, action: Callable[[Any], _R], items: Iterable[Any]) -> list[_R]:
+        return [future.result() for future in [self._pool.submit(action, item) for item in items]]
 
     def _feed(self, response: Any) -> None:
         """Hand an object the API server returned to the ledger."""
@@ -263,7 +271,7 @@ class ClusterDriver:
         with self._lock:
             self._changed("pods", obj)
 
-    def _release(self, release: PodRelease) -> None:
+    def _release(self, release: PodRelease) -> bool:
         body = {
             "metadata": {
                 "resourceVersion": release.resource_version,
@@ -294,9 +302,9 @@ class ClusterDriver:
                 error.status,
                 error.reason,
             )
-            return
+            return False
         self._feed(response)
-        self._metrics.admitted(release.queue, 1)
+        return True
 
     def _evict(self, eviction: PodEviction) -> None:
         condition = {

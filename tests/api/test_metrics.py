@@ -127,3 +127,8 @@ def test_probes_say_alive_and_ready(metrics: Metrics) -> None:
     ready[0] = True
     assert client.get("/readyz").status_code == 200
     assert client.get("/openapi.json").status_code == 404
+
+
+def test_the_service_process_reports_its_cpu_and_memory(metrics: Metrics) -> None:
+    assert _value(metrics, "process_cpu_seconds_total") > 0
+    assert _value(metrics, "process_resident_memory_bytes") > 1024 * 1024
