@@ -318,7 +318,11 @@ def _die_with_parent() -> None:
 
 
 class ManagedProcess:
-    """One program of the cluster, its output going to `log_path`."""
+    """One program of the cluster, its output going to `log_path`.
+
+    Linux kills it when the thread that started it ends (`PR_SET_PDEATHSIG`), so start it from
+    the main thread (fixtures do) or from a thread that outlives it.
+    """
 
     def __init__(
         self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
@@ -676,6 +680,7 @@ class TestCluster:
             user: secrets.token_urlsafe(24) for user in (ADMIN, *RESEARCHERS)
         }
         self.server = ""
+        self._etcd_url = ""
         self.kubeconfig_path = self.workdir / "kubeconfig"
         self.processes: dict[str, ManagedProcess] = {}
         self.argo: ArgoController | None = None
@@ -796,7 +801,6 @@ class TestCluster:
             f"--etcd-servers={self._etcd_url}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
-            f"--cert-dir={pki}",
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",
             f"--client-ca-file={self.ca_path}",

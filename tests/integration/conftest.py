@@ -13,7 +13,7 @@ Per test:
 Every test under tests/integration is marked `integration` and gets a 300 s timeout unless it
 sets its own: the first test also pays for starting the cluster (and Argo). A missing binary is
 an error, never a skip: run scripts/build-test-binaries. With AISTACK_KEEP_TEST_CLUSTER=1 the
-cluster's directory (logs, certificates, kubeconfig) is kept and its path printed.
+cluster's directory (logs, certificates, kubeconfig) is kept and its path printed at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from tests.integration.cluster import ADMIN, ArgoController, GpuNodes, TestClust
 _INTEGRATION_DIR = Path(__file__).resolve().parent
 _DEFAULT_TIMEOUT_SECONDS = 300
 _KEEP_ENV = "AISTACK_KEEP_TEST_CLUSTER"
+_KEPT_WORKDIR = pytest.StashKey[Path]()
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -64,12 +65,19 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where a kept cluster's files are (AISTACK_KEEP_TEST_CLUSTER=1)."""
+    kept = terminalreporter.config.stash.get(_KEPT_WORKDIR, None)
+    if kept is not None:
+        terminalreporter.write_line(f"test cluster files kept in {kept} (logs in {kept}/logs)")
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[TestCluster]:
+def cluster(pytestconfig: pytest.Config) -> Iterator[TestCluster]:
     keep = os.environ.get(_KEEP_ENV) == "1"
     with TestCluster(keep_workdir=keep) as started:
         if keep:
-            print(f"\ntest cluster: {started.server}, files in {started.workdir}")
+            pytestconfig.stash[_KEPT_WORKDIR] = started.workdir
         yield started
 
 
