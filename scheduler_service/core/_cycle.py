@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 
 from scheduler_service.core._fairshare import ShareInput, fair_shares
@@ -43,7 +43,6 @@ from scheduler_service.core._placement import (
     pod_capacity,
     static_fit,
 )
-from scheduler_service.core._placement import shape as placement_shape
 from scheduler_service.core._plan import (
     Admission,
     BlockedByReservation,
@@ -69,7 +68,7 @@ from scheduler_service.core._victims import (
     by_locality,
     find_victims,
 )
-from scheduler_service.core._world import World
+from scheduler_service.core._world import Tally, World, count_gpus, tally_key
 
 __all__ = ["run_cycle", "schedule"]
 
@@ -113,8 +112,12 @@ class _Cycle:
         self.placed_by_pool = world.placed_by_pool
         self.placed_by_queue_pool = world.placed_by_queue_pool
         self._reclaim_order: dict[str, LazyOrder] = {}
+        self._reclaim_list: dict[str, list[Candidate]] = {}
+        self._room: dict[tuple[str, str, bool], dict[int, int]] = {}
+        self._tally: dict[str, Tally] = {}
+        self._own_tally: set[str] = set()
         self._preempt_order: dict[tuple[str, str], list[Candidate]] = {}
-        self._lowest_priority: dict[tuple[str, str], int] = {}
+        self._lowest_priority: dict[tuple[str, str], int | None] = {}
         self._evicting: dict[str, list[Candidate]] = {}
         self.pools_for: dict[str, list[str]] = {}
         self.reasons: dict[str, Reason] = {}
@@ -130,6 +133,11 @@ class _Cycle:
         self.shares: dict[tuple[str, str], int] = {}
         self.demand: dict[tuple[str, str], int] = {}
         self._explain_cache: dict[tuple[object, ...], object] = {}
+        self.shape_of: dict[str, int] = {}
+        """Every valid pending workload's placement shape, as a number (`World.shape_id`)."""
+        self._reserved_by: dict[str, Reservation] = {}
+        self._unplaceable: set[tuple[object, ...]] = set()
+        """(pool, shape) that failed to place in phase 3 and cannot fit later in the phase."""
 
     def undo(self) -> None:
         """Give the world back as it was before the cycle.
@@ -151,14 +159,25 @@ class _Cycle:
     def validate(self) -> None:
         """Give workloads with an impossible target an InvalidTarget reason; the rest go on."""
         valid = []
+        # The answer depends on the workload and on nodes and queues, which a world never
+        # changes: it is kept per pending workload (the same object) from cycle to cycle.
+        previous = self.world.target_memo
+        memo: dict[str, tuple[Workload, str | list[str], int]] = {}
         for workload in self.pending:
-            problem = self.world.targets.check(workload)
+            entry = previous.get(workload.name)
+            if entry is None or entry[0] is not workload:
+                target = self.world.targets.check(workload)
+                entry = (workload, target, self.world.shape_id(workload))
+            memo[workload.name] = entry
+            self.shape_of[workload.name] = entry[2]
+            problem = entry[1]
             if isinstance(problem, str):
                 self.reasons[workload.name] = InvalidTarget(problem)
             else:
                 self.pools_for[workload.name] = problem
                 valid.append(workload)
         self.pending = valid
+        self.world.target_memo = memo
 
     # -- 1. fair share --------------------------------------------------------------------
 
@@ -173,22 +192,39 @@ class _Cycle:
             for name in self.state.ancestry(leaf):
                 self.demand[name, pool] = self.demand.get((name, pool), 0) + amount
         for pool, pool_state in self.state.pools.items():
-            inputs = []
-            for queue in self.queues.values():
-                entry = queue.quota_in(pool)
-                inputs.append(
-                    ShareInput(
-                        name=queue.name,
-                        parent=queue.parent,
-                        quota=gpus_to_milli(entry.quota),
-                        limit=None if entry.limit is None else gpus_to_milli(entry.limit),
-                        weight=Fraction(entry.over_quota_weight),
-                        priority=queue.priority,
-                        demand=self.demand.get((queue.name, pool), 0),
-                    )
-                )
-            for name, share in fair_shares(pool_state.capacity_milli, inputs).items():
+            demands = tuple(self.demand.get((name, pool), 0) for name in self.queues)
+            shares = self._fair_shares(pool, pool_state.capacity_milli, demands)
+            for name, share in shares.items():
                 self.shares[name, pool] = share
+
+    def _fair_shares(self, pool: str, capacity: int, demands: tuple[int, ...]) -> dict[str, int]:
+        """`fair_shares` of `pool` for the queues' `demands` (in `self.queues` order).
+
+        Remembered per pool by the world until capacity or demand changes: demand changes when
+        work is submitted or leaves, not when it is admitted, so consecutive cycles often share
+        it, and water-filling with fractions is not cheap.
+        """
+        key = (capacity, demands)
+        remembered = self.world.fair_share_memo.get(pool)
+        if remembered is not None and remembered[0] == key:
+            return remembered[1]
+        inputs = []
+        for queue, demand in zip(self.queues.values(), demands, strict=True):
+            entry = queue.quota_in(pool)
+            inputs.append(
+                ShareInput(
+                    name=queue.name,
+                    parent=queue.parent,
+                    quota=gpus_to_milli(entry.quota),
+                    limit=None if entry.limit is None else gpus_to_milli(entry.limit),
+                    weight=Fraction(entry.over_quota_weight),
+                    priority=queue.priority,
+                    demand=demand,
+                )
+            )
+        shares = fair_shares(capacity, inputs)
+        self.world.fair_share_memo[pool] = (key, shares)
+        return shares
 
     # -- 2 and 3. order and allocate ------------------------------------------------------
 
@@ -226,10 +262,15 @@ class _Cycle:
             if gate is not None:
                 gate_reason = gate_reason or gate
                 continue
+            key = (pool, self.shape_of[workload.name])
+            if key in self._unplaceable:
+                continue
             allocation = place(self.state, workload, pool, scorer=self._scorer_for(workload))
             if allocation is not None:
                 self.admitted[workload.name] = (workload, allocation)
                 return True
+            if _fails_for_good(workload):
+                self._unplaceable.add(key)
         if gate_reason is not None:
             self.reasons[workload.name] = gate_reason
         return False
@@ -250,20 +291,20 @@ class _Cycle:
 
     def _gate(self, workload: Workload, pool: str) -> _GateReason | None:
         """Queue gates: no queue past its limit; non-preemptible work only within quota."""
+        preemptible = workload.is_preemptible
+        if preemptible and not self.world.entitlement(workload.queue, pool).limited:
+            return None  # the common case, asked for every pending workload: no gate applies
         charge = self.state.charge(workload, pool)
         for name in self.state.ancestry(workload.queue):
-            queue = self.queues[name]
-            entry = queue.quota_in(pool)
+            entry = self.world.entitlement(name, pool)
             allocated = self.state.allocated(name, pool)
-            if entry.limit is not None and allocated + charge > gpus_to_milli(entry.limit):
-                return QueueAtLimit(name, pool, allocated, charge, gpus_to_milli(entry.limit))
-            explicit = name == workload.queue or any(q.pool == pool for q in queue.quotas)
-            if not workload.is_preemptible and explicit:
+            if entry.limit is not None and allocated + charge > entry.limit:
+                return QueueAtLimit(name, pool, allocated, charge, entry.limit)
+            if not preemptible and (name == workload.queue or entry.explicit):
                 protected = self.state.usage[name].non_preemptible.get(pool, 0)
-                quota = gpus_to_milli(entry.quota)
-                if protected + charge > quota:
+                if protected + charge > entry.quota:
                     return OverQuotaNotAllowed(
-                        name, pool, workload.kind.value, protected, charge, quota
+                        name, pool, workload.kind.value, protected, charge, entry.quota
                     )
         return None
 
@@ -274,7 +315,7 @@ class _Cycle:
     def _entitled(self, workload: Workload, pool: str) -> bool:
         """Whether the workload's queue stays within its fair share or its quota if it runs."""
         after = self.state.allocated(workload.queue, pool) + self.state.charge(workload, pool)
-        quota = gpus_to_milli(self.queues[workload.queue].quota_in(pool).quota)
+        quota = self.world.entitlement(workload.queue, pool).quota
         return after <= max(self.shares.get((workload.queue, pool), 0), quota)
 
     def _reserve_for(self, workload: Workload) -> None:
@@ -289,40 +330,11 @@ class _Cycle:
         # frees goes to the gang rather than to the queue's later small steps.
         entitlement = max(
             self.shares.get((workload.queue, pool), 0),
-            gpus_to_milli(self.queues[workload.queue].quota_in(pool).quota),
+            self.world.entitlement(workload.queue, pool).quota,
         )
         if self.state.charge(workload, pool) > entitlement:
             return
-        request = workload.request
-        nodes = [self.state.nodes[n] for n in self.state.pools[pool].nodes]
-        nodes = [n for n in nodes if static_fit(n, workload) and n.reserved_for is None]
-        level = (
-            workload.topology.level if workload.topology and workload.topology.required else None
-        )
-        groups: dict[str | None, list[int]] = {}
-        for node in nodes:
-            if level is None or node.domain(level) is not None:
-                groups.setdefault(node.domain(level) if level else None, []).append(node.id)
-
-        def empty_slots(node_id: int) -> int:
-            spec = self.state.nodes[node_id].node
-            return len(spec.gpus) // request.gpus if request.gpus else len(spec.gpus)
-
-        best: list[int] | None = None
-        best_free = -1
-        for members in groups.values():
-            members.sort(key=lambda n: (-pod_capacity(self.state.nodes[n], request), n))
-            chosen, slots = [], 0
-            for node_id in members:
-                chosen.append(node_id)
-                slots += empty_slots(node_id)
-                if slots >= workload.pods:
-                    break
-            if slots < workload.pods:
-                continue
-            free = sum(self.state.nodes[n].free_milli() for n in chosen)
-            if free > best_free:
-                best, best_free = chosen, free
+        best = self._reservation_nodes(workload, pool)
         if best is None:
             return
         for node_id in best:
@@ -332,10 +344,82 @@ class _Cycle:
                 workload=workload.name,
                 pool=pool,
                 nodes=tuple(self.state.nodes[n].node.name for n in best),
-                free_milli=best_free,
+                free_milli=sum(self.state.nodes[n].free_milli() for n in best),
                 needed_milli=self.state.charge(workload, pool),
             )
         )
+
+    def _reservation_nodes(self, workload: Workload, pool: str) -> list[int] | None:
+        """The nodes to hold for `workload`: those closest to fitting it, enough for the gang.
+
+        Nodes that could host the most pods now come first (then by id), taken until their
+        capacity when empty holds every pod; with a required topology level, inside the domain
+        whose chosen nodes have the most free GPUs. None if no set of nodes is large enough.
+        """
+        request = workload.request
+        level = (
+            workload.topology.level if workload.topology and workload.topology.required else None
+        )
+        if level is None and request.gpus and not (request.cpu_milli or request.memory_mib):
+            return self._fullest_nodes(workload, pool)
+        return self._closest_nodes(workload, pool, level)
+
+    def _closest_nodes(self, workload: Workload, pool: str, level: str | None) -> list[int] | None:
+        """`_reservation_nodes` by sorting every node of the pool (any request, any level)."""
+        request = workload.request
+        nodes = [self.state.nodes[n] for n in self.state.pools[pool].nodes]
+        nodes = [n for n in nodes if static_fit(n, workload) and n.reserved_for is None]
+        groups: dict[str | None, list[int]] = {}
+        for node in nodes:
+            if level is None or node.domain(level) is not None:
+                groups.setdefault(node.domain(level) if level else None, []).append(node.id)
+        best: list[int] | None = None
+        best_free = -1
+        for members in groups.values():
+            members.sort(key=lambda n: (-pod_capacity(self.state.nodes[n], request), n))
+            chosen = self._enough_for(workload, members)
+            if chosen is None:
+                continue
+            free = sum(self.state.nodes[n].free_milli() for n in chosen)
+            if free > best_free:
+                best, best_free = chosen, free
+        return best
+
+    def _fullest_nodes(self, workload: Workload, pool: str) -> list[int] | None:
+        """`_reservation_nodes` for whole GPUs alone, read off the pool's free-GPU buckets.
+
+        Such a pod's capacity on a node is its whole free GPUs divided by the pod's GPUs, so
+        the order wanted is the buckets from the fullest down, those of equal capacity merged
+        by id: no sort of every node, and usually only a few nodes are looked at.
+        """
+        per_pod = workload.request.gpus
+        buckets = self.state.pools[pool].whole
+        top = (len(buckets) - 1) // per_pod
+
+        def ordered() -> Iterator[int]:
+            for capacity in range(top, -1, -1):
+                low = capacity * per_pod
+                yield from heapq.merge(*buckets[low : low + per_pod])
+
+        candidates = (
+            node_id
+            for node_id in ordered()
+            if self.state.nodes[node_id].reserved_for is None
+            and static_fit(self.state.nodes[node_id], workload)
+        )
+        return self._enough_for(workload, candidates)
+
+    def _enough_for(self, workload: Workload, node_ids: Iterable[int]) -> list[int] | None:
+        """The shortest prefix of `node_ids` whose GPUs, once free, hold every pod; or None."""
+        per_pod = workload.request.gpus
+        chosen, slots = [], 0
+        for node_id in node_ids:
+            chosen.append(node_id)
+            gpus = len(self.state.nodes[node_id].gpus)
+            slots += gpus // per_pod if per_pod else gpus
+            if slots >= workload.pods:
+                return chosen
+        return None
 
     # -- 4. reclaim -----------------------------------------------------------------------
 
@@ -349,19 +433,22 @@ class _Cycle:
                 if self._gate(workload, pool) is not None:
                     continue
                 if not self._entitled(workload, pool):
-                    self.notes.setdefault(workload.name, self._over_share_note(workload, pool))
+                    if workload.name not in self.notes:
+                        self.notes[workload.name] = self._over_share_note(workload, pool)
                     continue
-                shape = (workload.queue, pool, *placement_shape(workload))
+                shape = (workload.queue, pool, self.shape_of[workload.name])
                 if shape in failed:
                     continue
-                found = find_victims(
-                    self.state,
-                    workload,
-                    pool,
-                    self._reclaim_candidates(workload, pool),
-                    eligible=self._reclaim_filter(workload, pool),
-                    admissible=self._admissible(workload, pool),
-                )
+                found = None
+                if self._reclaim_may_fit(workload, pool):
+                    found = find_victims(
+                        self.state,
+                        workload,
+                        pool,
+                        self._reclaim_candidates(workload, pool),
+                        eligible=self._reclaim_filter(workload, pool),
+                        admissible=self._admissible(workload, pool),
+                    )
                 if found is None:
                     failed.add(shape)
                     self.notes.setdefault(
@@ -380,6 +467,12 @@ class _Cycle:
         what is already claimed.
         """
         if pool not in self._reclaim_order:
+            self._reclaim_order[pool] = by_locality(self.state, self._reclaim_pool(pool))
+        return self._reclaim_order[pool]
+
+    def _reclaim_pool(self, pool: str) -> list[Candidate]:
+        """The candidates of `_reclaim_candidates`, unordered (built once per pool and cycle)."""
+        if pool not in self._reclaim_list:
             candidates = []
             evicting = WorkloadState.EVICTING
             protected = {name: self._min_runtime(name, reclaim=True) for name in self.queues}
@@ -393,8 +486,123 @@ class _Cycle:
                     candidates.append(
                         Candidate(other, (other.priority, -started, other.name), accounted=True)
                     )
-            self._reclaim_order[pool] = by_locality(self.state, candidates)
-        return self._reclaim_order[pool]
+            self._reclaim_list[pool] = candidates
+        return self._reclaim_list[pool]
+
+    def _reclaim_may_fit(self, workload: Workload, pool: str) -> bool:
+        """A necessary condition for a reclaim search to succeed, cheaper than the search.
+
+        For whole GPUs: on the nodes the workload may use, the free whole GPUs plus every GPU
+        held by a candidate the search could ever take must hold all its pods. A search that
+        fails walks every candidate of the pool, and on a full cluster most searches fail:
+        this answers them from per-node counts kept until the next commit (`_reclaim_room`).
+        """
+        request = workload.request
+        if not request.gpus:
+            return True
+        queue = workload.queue
+        after = self.state.allocated(queue, pool) + self.state.charge(workload, pool)
+        beyond_quota = after > self.world.entitlement(queue, pool).quota
+        room = self._reclaim_room(queue, pool, beyond_quota=beyond_quota)
+        slots = 0
+        for node_id, gpus in room.items():
+            if gpus >= request.gpus and static_fit(self.state.nodes[node_id], workload):
+                slots += gpus // request.gpus
+                if slots >= workload.pods:
+                    return True
+        return False
+
+    def _reclaim_room(self, queue: str, pool: str, *, beyond_quota: bool) -> dict[int, int]:
+        """Per node of `pool`: free whole GPUs plus the GPUs a reclaim for `queue` could free.
+
+        Counts a superset of what `find_victims` may release with `_reclaim_filter`: during a
+        search victim queues only lose usage and the reclaimer's own queue keeps its usage
+        (its own work is never taken), so a candidate refused now stays refused. Refused now:
+        what the quota floor forbids, and, when the reclaimer's queue goes beyond its quota
+        (`beyond_quota`, so only the fair-share rule can apply), work of a side that does not
+        hold more than its fair share. The other conditions are not asked.
+        """
+        key = (queue, pool, beyond_quota)
+        if key in self._room:
+            return self._room[key]
+        room: dict[int, int] = {}
+        for node_id in self.state.pools[pool].nodes:
+            node = self.state.nodes[node_id]
+            if node.schedulable:
+                room[node_id] = node.free_whole
+        mine = set(self.state.ancestry(queue))
+        for (owner, charge), held in self._reclaim_tally(pool).items():
+            if owner == queue:
+                continue
+            if owner is not None and not self._may_take(
+                owner, mine, charge, pool, beyond_quota=beyond_quota
+            ):
+                continue
+            for node_id, gpus in held.items():
+                if node_id in room:
+                    room[node_id] += gpus
+        self._room[key] = room
+        return room
+
+    def _reclaim_tally(self, pool: str) -> Tally:
+        """GPUs per node held by the unclaimed reclaim candidates of `pool` (see `Tally`).
+
+        The world keeps this count between cycles; it is the cycle's own when no queue has a
+        minimum runtime and nothing started after `now`, else it is counted from the
+        candidates. Once per pool and cycle; `_commit` takes out what it claims, on a copy.
+        """
+        if pool not in self._tally:
+            if self._runtime_moot():
+                self._tally[pool] = self.world.reclaim_tally.get(pool, {})
+            else:
+                tally: Tally = {}
+                for candidate in self._reclaim_pool(pool):
+                    other = candidate.workload
+                    if other.name not in self.claimed:
+                        key = tally_key(self.state, other, pool)
+                        assert key is not None
+                        count_gpus(tally, self.state, other, key, +1)
+                self._tally[pool] = tally
+                self._own_tally.add(pool)
+        return self._tally[pool]
+
+    def _runtime_moot(self) -> bool:
+        """Whether no placed workload is protected by a minimum runtime in this cycle."""
+        if self.world.latest_start > self.now or self.policy.reclaim_min_runtime_seconds > 0:
+            return False
+        return all(
+            not queue.reclaim_min_runtime_seconds or queue.reclaim_min_runtime_seconds <= 0
+            for queue in self.queues.values()
+        )
+
+    def _untally(self, pool: str, victims: Iterable[Candidate]) -> None:
+        """Take newly claimed victims out of the pool's tally (copied first if the world's)."""
+        tally = self._reclaim_tally(pool)
+        if pool not in self._own_tally:
+            tally = self._tally[pool] = {key: dict(held) for key, held in tally.items()}
+            self._own_tally.add(pool)
+        for candidate in victims:
+            other = candidate.workload
+            if other.state is WorkloadState.EVICTING or (
+                other.is_preemptible and self._past_min_runtime(other, reclaim=True)
+            ):
+                key = tally_key(self.state, other, pool)
+                assert key is not None
+                count_gpus(tally, self.state, other, key, -1)
+
+    def _may_take(
+        self, victim_queue: str, mine: set[str], charge: int, pool: str, *, beyond_quota: bool
+    ) -> bool:
+        """The victim's half of `_reclaimable`, before anything is released (see its rules)."""
+        for name in self.state.ancestry(victim_queue):
+            if name in mine:
+                break
+            held = self.state.allocated(name, pool) - self.promised.get((name, pool), 0)
+            if held - charge < self.world.entitlement(name, pool).quota:
+                return False
+            if beyond_quota and held <= self.shares.get((name, pool), 0):
+                return False
+        return True
 
     def _reclaim_filter(self, workload: Workload, pool: str) -> Callable[[Candidate], bool]:
         """`_reclaimable` for one search, remembering refusals.
@@ -446,7 +654,7 @@ class _Cycle:
                 break
             after = self.state.allocated(name, pool) + need
             within_share &= after <= self.shares.get((name, pool), 0)
-            within_quota &= after <= gpus_to_milli(self.queues[name].quota_in(pool).quota)
+            within_quota &= after <= self.world.entitlement(name, pool).quota
         if not (within_share or within_quota):
             return False
         charge = self.state.charge(victim, pool)
@@ -456,7 +664,7 @@ class _Cycle:
             # What the queue runs: a nominee of this cycle counts for its queue's own
             # decisions, but it is not work that runs and can be taken.
             held = self.state.allocated(name, pool) - self.promised.get((name, pool), 0)
-            quota = gpus_to_milli(self.queues[name].quota_in(pool).quota)
+            quota = self.world.entitlement(name, pool).quota
             if held - charge < quota:
                 return False
             if not within_quota and held <= self.shares.get((name, pool), 0):
@@ -486,6 +694,8 @@ class _Cycle:
         """
         names = []
         freed = 0
+        self._room.clear()  # usage and claims change: what reclaim could free is counted anew
+        self._untally(pool, found.victims)
         for candidate in found.victims:
             victim = candidate.workload
             self.claimed.add(victim.name)
@@ -526,7 +736,7 @@ class _Cycle:
                 f"{format_gpus(held)} GPUs in pool {pool}, above its fair share of "
                 f"{format_gpus(share)}; queue {beneficiary.queue} is below its fair share"
             )
-        quota = gpus_to_milli(self.queues[victim.queue].quota_in(pool).quota)
+        quota = self.world.entitlement(victim.queue, pool).quota
         return (
             f"reclaimed for {beneficiary.name}: queue {victim.queue} held "
             f"{format_gpus(held)} GPUs in pool {pool}, beyond its quota of "
@@ -535,11 +745,19 @@ class _Cycle:
         )
 
     def _over_share_note(self, workload: Workload, pool: str) -> str:
-        share = self.shares.get((workload.queue, pool), 0)
         held = self.state.allocated(workload.queue, pool)
         need = self.state.charge(workload, pool)
+        key = ("over_share", workload.queue, pool, held, need)
+        if key not in self._explain_cache:
+            self._explain_cache[key] = self._over_share_text(workload.queue, pool, held, need)
+        text = self._explain_cache[key]
+        assert isinstance(text, str)
+        return text
+
+    def _over_share_text(self, queue: str, pool: str, held: int, need: int) -> str:
+        share = self.shares.get((queue, pool), 0)
         return (
-            f"queue {workload.queue} holds {format_gpus(held)} GPUs of its "
+            f"queue {queue} holds {format_gpus(held)} GPUs of its "
             f"{format_gpus(share)}-GPU fair share in pool {pool}; this step's "
             f"{format_gpus(need)} more would take it to {format_gpus(held + need)}, so it "
             f"may only use idle GPUs, not reclaim"
@@ -549,7 +767,7 @@ class _Cycle:
 
     def preempt(self) -> None:
         """Phase 5: inside a queue, higher-priority work evicts lower-priority preemptible work."""
-        for workload in self._still_pending():
+        for workload in self._still_pending(self._may_preempt):
             if isinstance(self.reasons.get(workload.name), OverQuotaNotAllowed):
                 continue
             for pool in self.pools_for[workload.name]:
@@ -583,10 +801,8 @@ class _Cycle:
         has a priority under `below`.
         """
         key = (queue, pool)
-        placed = self.placed_by_queue_pool.get(key, {}).values()
-        if key not in self._lowest_priority:
-            self._lowest_priority[key] = min((w.priority for w in placed), default=below)
-        if self._lowest_priority[key] >= below:
+        lowest = self._lowest_placed_priority(queue, pool)
+        if lowest is None or lowest >= below:
             return []
         if key not in self._preempt_order:
             self._preempt_order[key] = sorted(
@@ -621,8 +837,32 @@ class _Cycle:
             )
         return self._evicting[pool]
 
-    def _still_pending(self) -> Iterator[Workload]:
-        """Pending workloads not yet admitted or nominated, in phase-2 order."""
+    def _may_preempt(self, workload: Workload) -> bool:
+        """Whether its queue runs anything of lower priority in one of its pools.
+
+        Only such workloads can preempt, so phase 5 orders only them (same order, fewer).
+        """
+        for pool in self.pools_for[workload.name]:
+            lowest = self._lowest_placed_priority(workload.queue, pool)
+            if lowest is not None and lowest < workload.priority:
+                return True
+        return False
+
+    def _lowest_placed_priority(self, queue: str, pool: str) -> int | None:
+        """The lowest priority `queue` runs in `pool` (None: nothing), once per cycle."""
+        key = (queue, pool)
+        if key not in self._lowest_priority:
+            placed = self.placed_by_queue_pool.get(key, {}).values()
+            self._lowest_priority[key] = min((w.priority for w in placed), default=None)
+        return self._lowest_priority[key]
+
+    def _still_pending(
+        self, wanted: Callable[[Workload], bool] | None = None
+    ) -> Iterator[Workload]:
+        """Pending workloads not yet admitted or nominated (and `wanted`), in phase-2 order.
+
+        The order is taken when the iteration starts, as the queues stand then.
+        """
         queue_keys: dict[tuple[str, str], tuple[float, int, str]] = {}
 
         def key(workload: Workload) -> tuple[object, ...]:
@@ -631,7 +871,14 @@ class _Cycle:
                 queue_keys[workload.queue, pool] = self._queue_key(workload.queue, workload)
             return (*queue_keys[workload.queue, pool], _workload_order(workload))
 
-        for workload in sorted(self.pending, key=key):
+        chosen = [
+            workload
+            for workload in self.pending
+            if workload.name not in self.admitted
+            and workload.name not in self.nominated
+            and (wanted is None or wanted(workload))
+        ]
+        for workload in sorted(chosen, key=key):
             if workload.name not in self.admitted and workload.name not in self.nominated:
                 yield workload
 
@@ -641,6 +888,7 @@ class _Cycle:
         """Phase 6: the plan, with one typed reason for every workload still pending."""
         for _, workload, pool in self.nominated.values():
             self.state.account(workload, pool, -1)  # the beneficiary is not running yet
+        self._reserved_by = {r.workload: r for r in self.reservations}
         pending = [
             Pending(workload.name, self._reason(workload))
             for workload in self.all_pending
@@ -695,18 +943,18 @@ class _Cycle:
                 pool=pool,
                 level=wish.level,
                 pods=workload.pods,
-                per_pod=describe_pod(request),
+                per_pod=self._per_pod(workload),
                 best_domain=best[0],
                 best_domain_pods=best[1],
             )
         note = self.notes.get(workload.name, "")
-        for reservation in self.reservations:
-            if reservation.workload == workload.name:
-                note = (
-                    f"holding {len(reservation.nodes)} reserved node(s) with "
-                    f"{format_gpus(reservation.free_milli)} of "
-                    f"{format_gpus(reservation.needed_milli)} GPUs free"
-                )
+        reservation = self._reserved_by.get(workload.name)
+        if reservation is not None:
+            note = (
+                f"holding {len(reservation.nodes)} reserved node(s) with "
+                f"{format_gpus(reservation.free_milli)} of "
+                f"{format_gpus(reservation.needed_milli)} GPUs free"
+            )
         if ("free", pool) not in self._explain_cache:
             self._explain_cache["free", pool] = self.state.free_milli(pool)
         free = self._explain_cache["free", pool]
@@ -714,14 +962,39 @@ class _Cycle:
         return InsufficientCapacity(
             pool=pool,
             pods=workload.pods,
-            per_pod=describe_pod(request),
+            per_pod=self._per_pod(workload),
             free_milli=free,
             largest_free_node=self._largest_free(pool),
             fair_share_note=note,
         )
 
+    def _per_pod(self, workload: Workload) -> str:
+        """`describe_pod` of the workload's request, once per shape and cycle."""
+        key = ("per_pod", self.shape_of[workload.name])
+        if key not in self._explain_cache:
+            self._explain_cache[key] = describe_pod(workload.request)
+        text = self._explain_cache[key]
+        assert isinstance(text, str)
+        return text
+
     def _reservation_holder(self, workload: Workload, pool: str) -> Reservation | None:
-        """The gang whose reservation keeps `workload` out, if lifting it would let it fit."""
+        """The gang whose reservation keeps `workload` out, if lifting it would let it fit.
+
+        With every reservation lifted, placement no longer depends on the workload's name, so
+        the answer is shared by every workload of the same shape that holds no reservation.
+        """
+        if not self.reservations:
+            return None
+        if workload.name in self._reserved_by:
+            return self._reservation_holder_uncached(workload, pool)
+        key = ("holder", pool, self.shape_of[workload.name])
+        if key not in self._explain_cache:
+            self._explain_cache[key] = self._reservation_holder_uncached(workload, pool)
+        found = self._explain_cache[key]
+        assert found is None or isinstance(found, Reservation)
+        return found
+
+    def _reservation_holder_uncached(self, workload: Workload, pool: str) -> Reservation | None:
         held = [r for r in self.reservations if r.pool == pool and r.workload != workload.name]
         if not held:
             return None
@@ -754,6 +1027,19 @@ class _Cycle:
         return text
 
     def _largest_free_uncached(self, pool: str) -> str:
+        pool_state = self.state.pools[pool]
+        if any(pool_state.partial):
+            return self._largest_free_scan(pool)
+        # No shared GPU: a node's free capacity is its whole free GPUs, so the fullest bucket's
+        # first node (lowest id) is the answer, without a scan of every node.
+        fullest = next((b for b in reversed(pool_state.whole) if b), None)
+        if fullest is None:
+            return "no ready node"
+        node = self.state.nodes[fullest[0]]
+        return f"{format_gpus(node.free_milli())} GPUs free ({node.node.name})"
+
+    def _largest_free_scan(self, pool: str) -> str:
+        """`_largest_free_uncached` by looking at every node of the pool."""
         best = max(
             (
                 self.state.nodes[n]
@@ -770,24 +1056,43 @@ class _Cycle:
     def _queue_shares(self) -> tuple[QueueShare, ...]:
         shares = []
         for (queue, pool), share in sorted(self.shares.items()):
-            entry = self.queues[queue].quota_in(pool)
+            entry = self.world.entitlement(queue, pool)
             allocated = self.state.allocated(queue, pool)
             demand = self.demand.get((queue, pool), 0)
-            explicit = any(q.pool == pool for q in self.queues[queue].quotas)
-            if not (explicit or share or allocated or demand):
+            if not (entry.explicit or share or allocated or demand):
                 continue
             shares.append(
                 QueueShare(
                     queue=queue,
                     pool=pool,
-                    quota_milli=gpus_to_milli(entry.quota),
-                    limit_milli=None if entry.limit is None else gpus_to_milli(entry.limit),
+                    quota_milli=entry.quota,
+                    limit_milli=entry.limit,
                     fair_share_milli=share,
                     allocated_milli=allocated,
                     demand_milli=demand,
                 )
             )
         return tuple(shares)
+
+
+def _fails_for_good(workload: Workload) -> bool:
+    """Whether a failed placement of this shape stays failed while phase 3 only takes room.
+
+    Phase 3 only admits and reserves (reservations are made for the workload that just failed,
+    never for a later one), so free room only shrinks. A single pod fails when no node can
+    hold it, and shrinking room makes no such node. A gang of whole-GPU pods with no CPU,
+    memory or topology wish fits exactly when the nodes' free GPUs, counted in pods, add up
+    to the gang, which also only shrinks. Other gangs are placed greedily pod by pod, where
+    less room may lead to different, luckier choices, so their failures are not remembered.
+    """
+    if workload.pods == 1:
+        return True
+    request = workload.request
+    return (
+        bool(request.gpus)
+        and not (request.cpu_milli or request.memory_mib)
+        and workload.topology is None
+    )
 
 
 def _workload_order(workload: Workload) -> tuple[int, float, str]:

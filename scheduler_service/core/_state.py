@@ -13,7 +13,6 @@ tightest fit scans a handful of buckets instead of every node.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from scheduler_service.core._model import (
@@ -156,6 +155,7 @@ class CycleState:
         self.gpu_by_uuid: dict[str, GpuState] = {}
         self.pools: dict[str, PoolState] = {}
         self.parents = {q.name: q.parent for q in snapshot.queues}
+        self._ancestry: dict[str, tuple[str, ...]] = {}
         self.usage: dict[str, QueueUsage] = {q.name: QueueUsage() for q in snapshot.queues}
         for node in sorted(snapshot.nodes, key=lambda n: n.name):
             self._add_node(node)
@@ -279,17 +279,25 @@ class CycleState:
 
     # -- queue usage --------------------------------------------------------------------
 
-    def ancestry(self, queue: str) -> Iterator[str]:
+    def ancestry(self, queue: str) -> tuple[str, ...]:
         """`queue` and its ancestors, leaf first (only queues that exist)."""
-        current: str | None = queue
-        while current is not None and current in self.parents:
-            yield current
-            current = self.parents[current]
+        found = self._ancestry.get(queue)
+        if found is None:
+            chain = []
+            current: str | None = queue
+            while current is not None and current in self.parents:
+                chain.append(current)
+                current = self.parents[current]
+            found = self._ancestry[queue] = tuple(chain)
+        return found
 
     def charge(self, workload: Workload, pool: str) -> int:
         """What `workload` counts against quota in `pool`, in milli-GPUs."""
+        request = workload.request
+        if not request.gpu_compute_percent:  # whole GPUs: the same in every pool
+            return request.gpus * MILLI_GPU * workload.pods
         reference = self.pools[pool].gpu_memory_mib if pool in self.pools else 1
-        return workload.request.milli_gpus(reference) * workload.pods
+        return request.milli_gpus(reference) * workload.pods
 
     def account(self, workload: Workload, pool: str, sign: int) -> None:
         """Add (`sign` +1) or remove (-1) `workload`'s charge to its queue and ancestors."""

@@ -9,6 +9,7 @@ buckets are sorted, so history leaves no trace.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 from scheduler_service.core._model import (
     Node,
@@ -17,11 +18,54 @@ from scheduler_service.core._model import (
     Snapshot,
     Workload,
     WorkloadState,
+    gpus_to_milli,
 )
+from scheduler_service.core._placement import shape
 from scheduler_service.core._state import CycleState
 from scheduler_service.core._targets import Targets
 
-__all__ = ["World"]
+__all__ = ["Entitlement", "Tally", "World", "count_gpus", "tally_key"]
+
+
+class Entitlement(NamedTuple):
+    """A queue's `PoolQuota` in one pool, in milli-GPUs, as the cycle reads it many times."""
+
+    quota: int
+    limit: int | None
+    explicit: bool
+    """Whether the queue lists the pool (else the defaults apply)."""
+    limited: bool
+    """Whether the queue or an ancestor has a limit in the pool."""
+
+
+Tally = dict[tuple[str | None, int], dict[int, int]]
+"""GPUs per node id held by reclaim candidates, grouped by what decides whether reclaim may
+take them: (queue, charge in milli-GPUs) for running preemptible work, (None, 0) for work
+already evicting (always usable)."""
+
+
+def tally_key(state: CycleState, workload: Workload, pool: str) -> tuple[str | None, int] | None:
+    """The `Tally` group of a placed workload, or None if reclaim can never take it."""
+    if workload.state is WorkloadState.EVICTING:
+        return (None, 0)
+    if workload.is_preemptible:
+        return (workload.queue, state.charge(workload, pool))
+    return None
+
+
+def count_gpus(
+    tally: Tally, state: CycleState, workload: Workload, key: tuple[str | None, int], sign: int
+) -> None:
+    """Add (`sign` +1) or remove (-1) the GPUs of `workload` per node under `key`."""
+    held = tally.setdefault(key, {})
+    assert workload.allocation is not None
+    for pod in workload.allocation:
+        node_id = state.node_by_name[pod.node].id
+        left = held.get(node_id, 0) + sign * len(pod.gpus)
+        if left:
+            held[node_id] = left
+        else:
+            held.pop(node_id, None)
 
 
 class World:
@@ -34,6 +78,17 @@ class World:
         self.queues: dict[str, Queue] = {q.name: q for q in snapshot.queues}
         self.state = CycleState(snapshot)
         self.targets = Targets(self.state, self.queues)
+        self._entitlements: dict[tuple[str, str], Entitlement] = {}
+        self.fair_share_memo: dict[str, tuple[object, dict[str, int]]] = {}
+        """Per pool, the last fair-share inputs and result (`_Cycle._fair_shares`)."""
+        self.target_memo: dict[str, tuple[Workload, str | list[str], int]] = {}
+        """Phase 0's answer and the shape id of each workload pending at the last cycle."""
+        self._shape_ids: dict[tuple[object, ...], int] = {}
+        self.reclaim_tally: dict[str, Tally] = {}
+        """Per pool, every placed workload reclaim could take, whatever its runtime."""
+        self.latest_start = 0.0
+        """No placed workload started after this (0 or later): min-runtime checks are moot
+        for a cycle at or after it when no queue has a minimum runtime."""
         self.pending: dict[str, Workload] = {}
         self.placed: dict[str, Workload] = {}
         self.placed_by_pool: dict[str, dict[str, Workload]] = {}
@@ -43,6 +98,26 @@ class World:
                 self.pending[workload.name] = workload
             else:
                 self._index(workload)
+
+    def entitlement(self, queue: str, pool: str) -> Entitlement:
+        """`queue`'s quota and limit in `pool` (queues never change in a world)."""
+        key = (queue, pool)
+        found = self._entitlements.get(key)
+        if found is None:
+            entry = self.queues[queue].quota_in(pool)
+            parent = self.queues[queue].parent
+            found = self._entitlements[key] = Entitlement(
+                quota=gpus_to_milli(entry.quota),
+                limit=None if entry.limit is None else gpus_to_milli(entry.limit),
+                explicit=any(q.pool == pool for q in self.queues[queue].quotas),
+                limited=entry.limit is not None
+                or (parent is not None and self.entitlement(parent, pool).limited),
+            )
+        return found
+
+    def shape_id(self, workload: Workload) -> int:
+        """A number per placement shape (`_placement.shape`): equal shapes, equal numbers."""
+        return self._shape_ids.setdefault(shape(workload), len(self._shape_ids))
 
     def snapshot(self) -> Snapshot:
         """The world as a snapshot (workloads sorted by name)."""
@@ -74,6 +149,9 @@ class World:
         """Remove a placed workload and give back what it holds; returns it."""
         workload = self.placed.pop(name)
         pool = self.state.placed_pool[name]
+        key = tally_key(self.state, workload, pool)
+        if key is not None:
+            count_gpus(self.reclaim_tally[pool], self.state, workload, key, -1)
         del self.placed_by_pool[pool][name]
         del self.placed_by_queue_pool[workload.queue, pool][name]
         self.state.unload_one(workload)
@@ -92,3 +170,7 @@ class World:
         self.placed[workload.name] = workload
         self.placed_by_pool.setdefault(pool, {})[workload.name] = workload
         self.placed_by_queue_pool.setdefault((workload.queue, pool), {})[workload.name] = workload
+        key = tally_key(self.state, workload, pool)
+        if key is not None:
+            count_gpus(self.reclaim_tally.setdefault(pool, {}), self.state, workload, key, +1)
+        self.latest_start = max(self.latest_start, workload.started_at or 0.0)

@@ -1,0 +1,99 @@
+"""The cycle's shortcuts decide exactly as the plain searches they stand in for.
+
+A replay runs tens of thousands of cycles, so the cycle skips work it can prove useless: a
+reclaim search whose workload cannot fit even if every candidate went (`_reclaim_may_fit`), a
+placement of a shape that already failed in phase 3 (`_fails_for_good`), the reclaim
+candidates' GPUs counted by the world between cycles (`_runtime_moot`), the reserved nodes
+read off the pool's buckets (`_fullest_nodes`), one holder search per shape in phase 6, and
+the fullest node read off the buckets. Each test turns the shortcuts off and compares plans:
+the fast algorithm checked against the naive one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from scheduler_service.core import _cycle, schedule
+from scheduler_service.core._cycle import _Cycle
+from scheduler_service.core._victims import VictimSearch, find_victims
+from tests.core.builders import make_node, make_queue, make_snapshot, make_step, pod_on, run
+from tests.core.strategies import Cycle, any_cycles
+
+EXAMPLES = 200
+
+
+@contextmanager
+def plain_searches() -> Iterator[None]:
+    """Every shortcut off: the cycle searches, sorts and scans as if it knew nothing."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Cycle, "_reclaim_may_fit", lambda self, workload, pool: True)
+        patch.setattr(_cycle, "_fails_for_good", lambda workload: False)
+        patch.setattr(_Cycle, "_runtime_moot", lambda self: False)
+        patch.setattr(
+            _Cycle,
+            "_fullest_nodes",
+            lambda self, workload, pool: self._closest_nodes(workload, pool, None),
+        )
+        patch.setattr(_Cycle, "_reservation_holder", _Cycle._reservation_holder_uncached)
+        patch.setattr(_Cycle, "_largest_free_uncached", _Cycle._largest_free_scan)
+        yield
+
+
+@settings(max_examples=EXAMPLES)
+@given(any_cycles())
+def test_the_shortcuts_do_not_change_the_plan(cycle: Cycle) -> None:
+    fast = schedule(cycle.snapshot, cycle.now)
+    with plain_searches():
+        plain = schedule(cycle.snapshot, cycle.now)
+    assert fast == plain
+
+
+def test_a_reclaim_that_cannot_fit_is_not_searched(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Queue b borrows 4 GPUs on each node, beside a's work within a's quota: reclaim may take
+    # b's but never a's, so no node can be emptied for c's 8-GPU step.
+    nodes = [make_node("n1", gpus=8), make_node("n2", gpus=8)]
+    queues = [make_queue("a", quota=8), make_queue("b", quota=0), make_queue("c", quota=8)]
+    workloads = [
+        run(make_step("a1", "a", gpus=4), pod_on("n1", 0, 1, 2, 3)),
+        run(make_step("a2", "a", gpus=4), pod_on("n2", 0, 1, 2, 3)),
+        run(make_step("b1", "b", gpus=4), pod_on("n1", 4, 5, 6, 7)),
+        run(make_step("b2", "b", gpus=4), pod_on("n2", 4, 5, 6, 7)),
+        make_step("c1", "c", gpus=8),
+    ]
+    snapshot = make_snapshot(nodes, queues, workloads)
+    searches: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> VictimSearch | None:
+        searches.append("search")
+        return find_victims(*args, **kwargs)
+
+    monkeypatch.setattr(_cycle, "find_victims", counted)
+    fast = schedule(snapshot, 100.0)
+    assert searches == []
+    with plain_searches():
+        plain = schedule(snapshot, 100.0)
+    assert searches == ["search"]
+    assert fast == plain
+    assert not fast.evictions
+
+
+def test_a_reclaim_for_guaranteed_quota_counts_victims_within_their_fair_share() -> None:
+    # a borrows 8 GPUs, 4 on each node, and its fair share is those 8 once c asks; c takes back
+    # its guaranteed quota, so reclaim may take a's work although a is within its fair share.
+    nodes = [make_node("n1", gpus=8), make_node("n2", gpus=8)]
+    queues = [make_queue("a", quota=0), make_queue("c", quota=8)]
+    workloads = [
+        run(make_step("a1", "a", gpus=4), pod_on("n1", 0, 1, 2, 3)),
+        run(make_step("a2", "a", gpus=4), pod_on("n2", 0, 1, 2, 3)),
+        make_step("c1", "c", gpus=8),
+    ]
+    snapshot = make_snapshot(nodes, queues, workloads)
+    fast = schedule(snapshot, 100.0)
+    with plain_searches():
+        assert schedule(snapshot, 100.0) == fast
+    assert [e.workload for e in fast.evictions] == ["a1"]
