@@ -73,6 +73,7 @@ from scheduler_service.core._world import Tally, World, count_gpus, tally_key
 __all__ = ["run_cycle", "schedule"]
 
 _GateReason = QueueAtLimit | OverQuotaNotAllowed
+_QueueKey = tuple[bool, float, int, str]
 
 
 def schedule(snapshot: Snapshot, now: float) -> Plan:
@@ -246,14 +247,23 @@ class _Cycle:
             if items:
                 heapq.heappush(heap, (self._queue_key(queue, items[0]), queue))
 
-    def _queue_key(self, queue: str, head: Workload) -> tuple[float, int, str]:
-        """Queues furthest below their fair share first, then queue priority, then name."""
+    def _queue_key(self, queue: str, head: Workload) -> _QueueKey:
+        """Within quota first, then furthest below fair share, then queue priority, then name.
+
+        "Within quota": the queue's head fits its guaranteed quota. Guaranteed quota comes
+        before borrowing: room that reclaim freed for a queue taking back its quota must not go
+        to a queue that only borrows, however far below its fair share that one is, or the
+        owner waits while the room changes hands cycle after cycle.
+        """
         pool = self.pools_for[head.name][0]
         share = self.shares.get((queue, pool), 0)
         allocated = self.state.allocated(queue, pool)
+        borrowing = (
+            allocated + self.state.charge(head, pool) > self.world.entitlement(queue, pool).quota
+        )
         # A queue with no fair share in the pool (weight 0, no quota) only gets idle leftovers.
         ratio = allocated / share if share else math.inf
-        return (ratio, -self.queues[queue].priority, queue)
+        return (borrowing, ratio, -self.queues[queue].priority, queue)
 
     def _admit(self, workload: Workload) -> bool:
         gate_reason: Reason | None = None
@@ -863,22 +873,26 @@ class _Cycle:
 
         The order is taken when the iteration starts, as the queues stand then.
         """
-        queue_keys: dict[tuple[str, str], tuple[float, int, str]] = {}
+        queue_keys: dict[tuple[str, str], _QueueKey] = {}
 
-        def key(workload: Workload) -> tuple[object, ...]:
+        def key(workload: Workload) -> _QueueKey:
+            # Workloads come in queue order, so the first of a queue and pool is its head.
             pool = self.pools_for[workload.name][0]
             if (workload.queue, pool) not in queue_keys:
                 queue_keys[workload.queue, pool] = self._queue_key(workload.queue, workload)
-            return (*queue_keys[workload.queue, pool], _workload_order(workload))
+            return queue_keys[workload.queue, pool]
 
-        chosen = [
-            workload
-            for workload in self.pending
-            if workload.name not in self.admitted
-            and workload.name not in self.nominated
-            and (wanted is None or wanted(workload))
-        ]
-        for workload in sorted(chosen, key=key):
+        chosen = sorted(
+            (
+                workload
+                for workload in self.pending
+                if workload.name not in self.admitted
+                and workload.name not in self.nominated
+                and (wanted is None or wanted(workload))
+            ),
+            key=_workload_order,
+        )
+        for workload in sorted(chosen, key=key):  # stable: queue order kept inside a queue
             if workload.name not in self.admitted and workload.name not in self.nominated:
                 yield workload
 

@@ -236,3 +236,27 @@ def test_priority_does_not_preempt_across_queues() -> None:
     # Within its fair share the rival keeps its GPUs; only the team's own work may give way.
     assert set(evicted(plan)) <= {"mine"}
     assert admitted(plan) == {}
+
+
+# -- order: guaranteed quota before borrowing -------------------------------------------------
+
+
+def test_free_room_goes_to_a_queue_within_its_quota_before_one_that_borrows() -> None:
+    # Both queues stand at 0 of their fair share; the borrower would win the tie by name. The
+    # owner asks within its quota, so it gets the free GPUs, and the borrower (within its fair
+    # share) reclaims from x, which holds more than its own. Were the order the other way, the
+    # owner would reclaim room that the borrower could take again next cycle, and so on.
+    nodes = [make_node("n1", gpus=8), make_node("n2", gpus=8)]
+    queues = [
+        make_queue("x", quota=4),
+        make_queue("owner", quota=4),
+        make_queue("borrower", quota=0),
+    ]
+    x_work = [
+        run(make_step("x-0", "x", gpus=4), pod_on("n1", 0, 1, 2, 3)),
+        run(make_step("x-1", "x", gpus=8), pod_on("n2", *range(8))),
+    ]
+    wants = [make_step("owner-1", "owner", gpus=4), make_step("borrower-1", "borrower", gpus=4)]
+    plan = decide(make_snapshot(nodes, queues, [*x_work, *wants]))
+    assert list(admitted(plan)) == ["owner-1"]
+    assert isinstance(reason(plan, "borrower-1"), WaitingForEviction)
