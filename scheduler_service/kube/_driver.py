@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -213,7 +214,12 @@ class ClusterDriver:
             self._changed(event.resource, event.object)
 
     def _changed(self, resource: str, obj: Any) -> None:
-        self._known[resource][_key(obj)] = obj
+        # Only the identity is kept here (to notice deletions missed while a watch was down);
+        # the ledger keeps what it needs of the object.
+        metadata = obj["metadata"]
+        self._known[resource][_key(obj)] = {
+            "metadata": {k: metadata[k] for k in ("uid", "name", "namespace") if k in metadata}
+        }
         if resource == "pods":
             self._ledger.pod_changed(obj)
         elif resource == "nodes":
@@ -283,7 +289,7 @@ class ClusterDriver:
             },
         }
         try:
-            response = self._core.patch_namespaced_pod(
+            response: Any = self._core.patch_namespaced_pod(
                 release.name,
                 release.namespace,
                 body,
@@ -303,7 +309,9 @@ class ClusterDriver:
                 error.reason,
             )
             return False
-        self._feed(response)
+        version = _resource_version(response)
+        with self._lock:
+            self._ledger.released(release, version)
         return True
 
     def _evict(self, eviction: PodEviction) -> None:
@@ -355,7 +363,7 @@ class ClusterDriver:
             "lastTransitionTime": format_time(self._clock()),
         }
         try:
-            response = self._core.patch_namespaced_pod_status(
+            response: Any = self._core.patch_namespaced_pod_status(
                 message.name,
                 message.namespace,
                 {"status": {"conditions": [condition]}},
@@ -366,7 +374,9 @@ class ClusterDriver:
             if error.status != 404:
                 self._metrics.patch_failed("message")
             return
-        self._feed(response)
+        version = _resource_version(response)
+        with self._lock:
+            self._ledger.told(message, version)
 
     def _queue_status(self, update: QueueStatusUpdate) -> None:
         try:
@@ -392,6 +402,20 @@ class ClusterDriver:
     def _workloads_in(self, queue_name: str) -> int:
         with self._lock:
             return self._ledger.workloads_in(queue_name)
+
+
+_VERSION = re.compile(rb'"resourceVersion":"(\d+)"')
+
+
+def _resource_version(response: Any) -> str:
+    """The resourceVersion of the object a patch returned, without parsing all of it.
+
+    It is the first one in the body (metadata comes before managedFields, spec and status);
+    the ledger needs it to tell the patched pod from older copies still on their way in
+    through the watch.
+    """
+    found = _VERSION.search(response.data, 0, 4096)
+    return found.group(1).decode() if found else ""
 
 
 def _key(obj: Any) -> str:

@@ -63,6 +63,8 @@ class LeaseElector:
         self._period = retry_period_seconds
         self._clock = clock
         self._renewed_at = 0.0
+        self.attempts = 0
+        """How many times this replica tried to acquire or renew the lease."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
 
@@ -86,17 +88,22 @@ class LeaseElector:
             except ApiException as error:
                 _log.warning("could not release lease %s: %s", self._name, error.reason)
 
+    def try_renew(self) -> bool:
+        """One attempt to acquire or renew the lease; True if this replica holds it now."""
+        self.attempts += 1
+        try:
+            if self._write(release=False):
+                self._renewed_at = self._clock()
+        except ApiException as error:
+            _log.warning("lease %s: %s", self._name, error.reason)
+        except Exception as error:  # the API server is unreachable: keep trying
+            _log.warning("lease %s: %s", self._name, error)
+        return self.is_leader
+
     def _run(self) -> None:
         while not self._stop.is_set():
             was_leader = self.is_leader
-            try:
-                if self._write(release=False):
-                    self._renewed_at = self._clock()
-            except ApiException as error:
-                _log.warning("lease %s: %s", self._name, error.reason)
-            except Exception as error:  # the API server is unreachable: keep trying
-                _log.warning("lease %s: %s", self._name, error)
-            if self.is_leader != was_leader:
+            if self.try_renew() != was_leader:
                 _log.info("%s %s leadership", self.identity, "took" if self.is_leader else "lost")
             self._stop.wait(self._period)
 

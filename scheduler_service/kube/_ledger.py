@@ -92,6 +92,7 @@ class PodRelease:
 
     namespace: str
     name: str
+    uid: str
     resource_version: str
     annotations: Mapping[str, str]
     hostname: str
@@ -120,6 +121,7 @@ class PodMessage:
     namespace: str
     name: str
     message: str
+    uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +284,41 @@ class Ledger:
         key = _workload_key(facts)
         self._members.setdefault(key, set()).add(facts.uid)
         self._dirty.add(key)
+
+    def released(self, release: PodRelease, resource_version: str) -> None:
+        """The API server accepted `release`: the pod holds its allocation from now on.
+
+        Cheaper than parsing the patched pod: the next cycle must not admit it again, and its
+        watch event (with the new resourceVersion) follows anyway.
+        """
+        old = self._pods.get(release.uid)
+        if old is None:
+            return
+        annotations = release.annotations
+        record = None
+        if keys.GANG_ALLOCATION_ANNOTATION in annotations:
+            raw = json.loads(annotations[keys.GANG_ALLOCATION_ANNOTATION])
+            record = {str(k): (str(v["node"]), str(v["gpus"])) for k, v in raw.items()}
+        metadata = {"annotations": dict(annotations)}
+        request = old.request.request if old.request is not None else None
+        self._pods[release.uid] = replace(
+            old,
+            resource_version=resource_version,
+            gated=False,
+            other_gates=release.remaining_gates,
+            allocation=pod_allocation({"metadata": metadata}, request) if request else None,
+            admitted_at=parse_time(annotations.get(keys.ADMITTED_AT_ANNOTATION)),
+            gang_record=record,
+        )
+        self._dirty.add(release.workload)
+
+    def told(self, message: PodMessage, resource_version: str) -> None:
+        """The API server accepted `message`: do not send it again."""
+        old = self._pods.get(message.uid)
+        if old is not None:
+            self._pods[message.uid] = replace(
+                old, message=message.message, resource_version=resource_version
+            )
 
     def pod_deleted(self, pod: JsonObject) -> None:
         """A managed pod is gone from the API server."""
@@ -634,6 +671,7 @@ class Ledger:
         return PodRelease(
             namespace=pod.namespace,
             name=pod.name,
+            uid=pod.uid,
             resource_version=pod.resource_version,
             annotations=annotations,
             hostname=hostname,
@@ -672,14 +710,14 @@ class Ledger:
             text = self._prefix + entry.reason.message
             for pod in self._derived[entry.workload].members:
                 if pod.message != text:
-                    yield PodMessage(pod.namespace, pod.name, text)
+                    yield PodMessage(pod.namespace, pod.name, text, pod.uid)
         for key in sorted(self._attention):
             derived = self._derived[key]
             if derived.problem and derived.workload is None:
                 text = self._prefix + derived.problem
                 for pod in derived.members:
                     if pod.gated and pod.message != text:
-                        yield PodMessage(pod.namespace, pod.name, text)
+                        yield PodMessage(pod.namespace, pod.name, text, pod.uid)
 
     def _queue_statuses(self, shares: Iterable[QueueShare]) -> Iterable[QueueStatusUpdate]:
         pools: dict[str, list[QueueShare]] = {}
@@ -771,7 +809,7 @@ def _record_allocation(entry: tuple[str, str], request: PodRequest) -> PodAlloca
 
 
 def _newer(current: str, incoming: str) -> bool:
-    """Whether `current` is a newer resourceVersion than `incoming` (both from one API server).
+    """Whether `current` is newer than `incoming`, two resourceVersions of one object.
 
     resourceVersions are opaque, but etcd-backed servers give increasing integers; anything
     else is treated as not comparable (the incoming copy wins).

@@ -72,6 +72,8 @@ __all__ = [
     "RESEARCHERS",
     "RESEARCHERS_GROUP",
     "RUN_FOR_ANNOTATION",
+    "SERVICE_NAMESPACE",
+    "SERVICE_USER",
     "TESTDATA_DIR",
     "ArgoController",
     "CertificateAuthority",
@@ -107,6 +109,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 ADMIN = "admin"
 RESEARCHERS = ("alice", "bob", "carol")
 RESEARCHERS_GROUP = "researchers"
+SERVICE_NAMESPACE = "aistack-system"
+SERVICE_USER = f"system:serviceaccount:{SERVICE_NAMESPACE}:aistack"
+"""The identity the Helm chart gives the scheduler service (its ServiceAccount), as a static
+token: with no controller manager, ServiceAccounts get no tokens of their own. Its rights are
+exactly what the chart's RBAC grants, once a test applies it."""
 
 _T = TypeVar("_T")
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -677,7 +684,7 @@ class TestCluster:
         self.ca = make_ca("aistack-test-cluster-ca")
         self.ca_path = self.workdir / "pki" / "ca.crt"
         self.tokens: dict[str, str] = {
-            user: secrets.token_urlsafe(24) for user in (ADMIN, *RESEARCHERS)
+            user: secrets.token_urlsafe(24) for user in (ADMIN, *RESEARCHERS, SERVICE_USER)
         }
         self.server = ""
         self._etcd_url = ""
@@ -788,7 +795,11 @@ class TestCluster:
             )
         )
         # token,user,uid,"group1,group2" (static token file format).
-        groups = {ADMIN: "system:masters", **dict.fromkeys(RESEARCHERS, RESEARCHERS_GROUP)}
+        groups = {
+            ADMIN: "system:masters",
+            **dict.fromkeys(RESEARCHERS, RESEARCHERS_GROUP),
+            SERVICE_USER: f"system:serviceaccounts,system:serviceaccounts:{SERVICE_NAMESPACE}",
+        }
         (pki / "tokens.csv").write_text(
             "".join(
                 f'{token},{user},{user},"{groups[user]}"\n' for user, token in self.tokens.items()

@@ -11,7 +11,9 @@ Method (docs/benchmarks.md records the results and the machine):
    a pod is released when its scheduling gate is gone, bound when kube-scheduler set its node.
 5. Report releases per second, the time until the cluster is full (every GPU released), the
    time until kube-scheduler has bound them all, and the service's CPU time and peak memory
-   over the whole run (from its own process_* metrics, memory sampled every second).
+   over the whole run (from its own process_* metrics, memory sampled every second); its CPU
+   time per release while releasing, and how busy the whole machine was meanwhile (/proc/stat:
+   the control plane, kube-scheduler and kwok share it with the service).
 """
 
 from __future__ import annotations
@@ -141,6 +143,13 @@ def _allocated_gpus(service: RunningService, queues: list[str]) -> float:
     )
 
 
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _process(service: RunningService) -> tuple[float, float]:
     """The service's CPU seconds so far and resident memory (MiB), from its own metrics."""
     url = f"http://127.0.0.1:{service.metrics_port}/metrics"
@@ -230,6 +239,7 @@ def run(
         )
         custom = CustomObjectsApi(admin)
         _say("the service sees every workload; lifting the queue limits")
+        cpu_before, machine_before = _process(service)[0], _machine_busy()
         t0 = time.monotonic()
         custom.patch_cluster_custom_object(
             keys.GROUP,
@@ -241,6 +251,9 @@ def run(
         capacity = nodes * 8
         released = _settle(lambda: len(watch.released), "pods released")
         full = max(watch.released.values()) - t0
+        cpu_release = _process(service)[0] - cpu_before
+        machine = _machine_busy()
+        busy = (machine[0] - machine_before[0]) / max(machine[1] - machine_before[1], 1)
         _say(f"{released} pods released in {full:.1f}s; waiting for kube-scheduler")
         try:
             wait_for(
@@ -271,6 +284,9 @@ def run(
             "released_per_second": round(released / full, 1),
             "seconds_until_bound": round(bound, 1),
             "service_cpu_seconds": round(_process(service)[0], 1),
+            "service_cpu_seconds_while_releasing": round(cpu_release, 1),
+            "service_cpu_ms_per_release": round(1000 * cpu_release / max(released, 1), 2),
+            "machine_busy_while_releasing": round(busy, 2),
             "service_peak_rss_mib": round(memory.peak_mib, 1),
         }
         memory.stop()

@@ -12,10 +12,11 @@ import base64
 import contextlib
 import secrets
 import ssl
+import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,15 @@ from kubernetes.client import (
     ApiClient,
     ApiextensionsV1Api,
     CustomObjectsApi,
+    RbacAuthorizationV1Api,
 )
 from kubernetes.client.exceptions import ApiException
 
 from scheduler_service.kube import keys
 from tests.integration.cluster import (
+    BIN_DIR,
+    SERVICE_NAMESPACE,
+    SERVICE_USER,
     ManagedProcess,
     TestCluster,
     free_port,
@@ -39,7 +44,8 @@ from tests.integration.cluster import (
 
 __all__ = ["CHART_CRDS", "RunningService", "make_queue", "managed_pod", "pod_env"]
 
-CHART_CRDS = Path(__file__).resolve().parents[2] / "helm" / "aistack" / "crds"
+CHART = Path(__file__).resolve().parents[2] / "helm" / "aistack"
+CHART_CRDS = CHART / "crds"
 _WEBHOOK_NAME = "aistack-test"
 
 
@@ -67,7 +73,10 @@ class RunningService:
                 }
             )
         )
-        self.kubeconfig = cluster.write_kubeconfig(self.workdir / "kubeconfig")
+        # The service runs as the chart's ServiceAccount with exactly the chart's RBAC, so these
+        # tests also prove that the chart grants enough (and a missing verb fails them).
+        _apply_chart_rbac(admin)
+        self.kubeconfig = cluster.write_kubeconfig(self.workdir / "kubeconfig", SERVICE_USER)
         self.process: ManagedProcess | None = None
         _install_crds(ApiextensionsV1Api(admin))
         self._register_webhooks()
@@ -170,6 +179,32 @@ class RunningService:
             api.delete_validating_webhook_configuration(_WEBHOOK_NAME)
         api.create_mutating_webhook_configuration(mutating)  # type: ignore[arg-type]
         api.create_validating_webhook_configuration(validating)  # type: ignore[arg-type]
+
+
+def _apply_chart_rbac(admin: ApiClient) -> None:
+    """Create the service's ClusterRoles and bindings exactly as `helm template` renders them."""
+    rendered = subprocess.run(
+        [
+            str(BIN_DIR / "helm"),
+            "template",
+            "aistack",
+            str(CHART),
+            f"--namespace={SERVICE_NAMESPACE}",
+            "--kube-version=1.33.0",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rbac = RbacAuthorizationV1Api(admin)
+    create: dict[str, Callable[[Any], object]] = {
+        "ClusterRole": rbac.create_cluster_role,
+        "ClusterRoleBinding": rbac.create_cluster_role_binding,
+    }
+    for document in yaml.safe_load_all(rendered):
+        if document and document["kind"] in create:
+            with contextlib.suppress(ApiException):  # 409: a previous module applied it
+                create[document["kind"]](document)
 
 
 def _rule(group: str, version: str, resource: str, operations: list[str]) -> dict[str, Any]:

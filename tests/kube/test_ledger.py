@@ -259,3 +259,19 @@ def test_release_patches_keep_other_gates() -> None:
     (release,) = ledger.cycle(NOW).releases
     assert isinstance(release, PodRelease)
     assert release.remaining_gates == ("example.com/other",)
+
+
+def test_an_accepted_release_holds_the_gpus_before_its_watch_event_arrives() -> None:
+    ledger = make_ledger(nodes=1, gpus=8)
+    pod = make_pod("p", gpus=8)
+    ledger.pod_changed(pod)
+    (release,) = ledger.cycle(NOW).releases
+    after = released(pod, release)
+    ledger.released(release, after["metadata"]["resourceVersion"])
+    ledger.pod_changed(make_pod("q", gpus=8))
+    assert ledger.cycle(NOW + 1).releases == ()
+    ledger.pod_changed(pod)  # an older copy, still on its way through the watch
+    assert ledger.cycle(NOW + 2).releases == ()
+    assert state_of(ledger, "team/p") is WorkloadState.RUNNING
+    ledger.pod_changed(after)  # the watch catches up: nothing changes
+    assert state_of(ledger, "team/p") is WorkloadState.RUNNING
