@@ -108,7 +108,10 @@ class Reflector:
     def _relist(self) -> str:
         response = self._list(_preload_content=False, **self._kwargs())
         body = json.loads(response.data)
-        self._sink.put(Relisted(self.resource, tuple(body.get("items") or ())))
+        items = tuple(body.get("items") or ())
+        for item in items:
+            item.get("metadata", {}).pop("managedFields", None)
+        self._sink.put(Relisted(self.resource, items))
         version: str = body["metadata"]["resourceVersion"]
         return version
 
@@ -140,7 +143,10 @@ class Reflector:
                     if obj.get("code") == 410:
                         raise _GoneError
                     raise RuntimeError(obj.get("message", "watch error"))
-                version = obj.get("metadata", {}).get("resourceVersion", version)
+                metadata = obj.get("metadata", {})
+                version = metadata.get("resourceVersion", version)
+                # Field ownership is half of a pod's JSON and nothing downstream reads it.
+                metadata.pop("managedFields", None)
                 if kind != "BOOKMARK":
                     self._sink.put(Watched(self.resource, kind, obj))
         finally:

@@ -105,6 +105,19 @@ def test_a_gpu_pod_is_gated_wired_released_and_runs_to_completion(
     assert node_of(done) == f"{pool}-g0"
     assert annotations_of(done)[keys.NODE_ANNOTATION] == f"{pool}-g0"
     assert len(pod_env(done)["AISTACK_GPUS"].split(",")) == 2
+    custom = CustomObjectsApi(admin_client)
+
+    def queue_status() -> dict[str, Any]:
+        found: Any = custom.get_cluster_custom_object(
+            keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, queue
+        )
+        status: dict[str, Any] = found.get("status", {})
+        return status
+
+    status = wait_for(
+        "the queue's status to show its quota", queue_status, lambda s: s.get("quota") == 8
+    )
+    assert status["pools"][0]["pool"] == pool
 
 
 def test_a_gang_is_released_whole_or_not_at_all(
