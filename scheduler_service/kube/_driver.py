@@ -15,9 +15,9 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from kubernetes.client import (
     ApiClient,
@@ -255,7 +255,15 @@ class ClusterDriver:
 
     def _carry_out(self, intents: Intents) -> None:
         """Evictions first (they free room), then releases, then messages and queue statuses."""
-        self._all(self._evict, intents.evictions)
+        evicted = {
+            (e.workload, e.queue, e.cause)
+            for e, done in zip(
+                intents.evictions, self._all(self._evict, intents.evictions), strict=True
+            )
+            if done
+        }
+        for _, queue_name, cause in sorted(evicted):
+            self._metrics.evicted(queue_name, cause)
         released: dict[tuple[str, str], int] = {}
         for release, done in zip(
             intents.releases, self._all(self._release, intents.releases), strict=True
@@ -314,7 +322,7 @@ class ClusterDriver:
             self._ledger.released(release, version)
         return True
 
-    def _evict(self, eviction: PodEviction) -> None:
+    def _evict(self, eviction: PodEviction) -> bool:
         condition = {
             "type": "DisruptionTarget",
             "status": "True",
@@ -341,7 +349,7 @@ class ClusterDriver:
             )
         except ApiException as error:
             if error.status == 404:
-                return
+                return False
             self._metrics.patch_failed("eviction")
             _log.warning(
                 "eviction of %s/%s failed: %s %s",
@@ -350,9 +358,44 @@ class ClusterDriver:
                 error.status,
                 error.reason,
             )
-            return
-        self._metrics.evicted(eviction.queue, eviction.cause)
+            return False
         self._feed(response)
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": eviction.name,
+            "namespace": eviction.namespace,
+            "uid": eviction.uid,
+        }
+        for target in (pod, eviction.owner):
+            if target is not None:
+                self._event(target, eviction.cause, eviction.message)
+        return True
+
+    def _event(self, target: Mapping[str, str], reason: str, message: str) -> None:
+        """Record a Warning event on `target` (shown by kubectl describe and the Argo UI)."""
+        stamp = format_time(self._clock())
+        body = {
+            "metadata": {"generateName": f"{target['name']}.", "namespace": target["namespace"]},
+            "involvedObject": dict(target),
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "aistack-scheduler"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            # The client accepts plain JSON bodies; its stubs name only the model class.
+            self._core.create_namespaced_event(
+                target["namespace"], cast(Any, body), _preload_content=False
+            )
+        except ApiException as error:
+            self._metrics.patch_failed("event")
+            _log.info(
+                "event on %s %s not recorded: %s", target["kind"], target["name"], error.reason
+            )
 
     def _tell(self, message: PodMessage) -> None:
         condition = {

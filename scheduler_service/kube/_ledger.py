@@ -112,6 +112,9 @@ class PodEviction:
     workload: str
     queue: str
     cause: str
+    owner: Mapping[str, str] | None = None
+    """The pod's controlling owner (e.g. its Argo Workflow) as an object reference, if any:
+    the eviction is reported there too, where the workflow's users look."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,7 @@ class _Pod:
     admitted_at: float | None
     gang_record: Mapping[str, tuple[str, str]] | None
     message: str
+    owner: Mapping[str, str] | None
 
     @property
     def live(self) -> bool:
@@ -212,7 +216,21 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         admitted_at=parse_time(annotations.get(keys.ADMITTED_AT_ANNOTATION)),
         gang_record=record,
         message=message,
+        owner=_controller(metadata),
     )
+
+
+def _controller(metadata: JsonObject) -> Mapping[str, str] | None:
+    for reference in metadata.get("ownerReferences") or ():
+        if reference.get("controller"):
+            return {
+                "apiVersion": reference.get("apiVersion", ""),
+                "kind": reference.get("kind", ""),
+                "name": reference.get("name", ""),
+                "uid": reference.get("uid", ""),
+                "namespace": metadata.get("namespace", ""),
+            }
+    return None
 
 
 def _workload_key(pod: _Pod) -> str:
@@ -739,7 +757,7 @@ class Ledger:
 
 def _pod_evictions(template: PodEviction, members: Iterable[_Pod]) -> list[PodEviction]:
     return [
-        replace(template, namespace=p.namespace, name=p.name, uid=p.uid)
+        replace(template, namespace=p.namespace, name=p.name, uid=p.uid, owner=p.owner)
         for p in members
         if not p.deleting and p.live
     ]

@@ -159,7 +159,6 @@ def test_borrowed_gpus_are_reclaimed_with_a_recognisable_eviction(
         lambda: [read(core, namespace, f"b{i}") for i in range(4)],
         lambda pods: all(phase_is("Running")(p) for p in pods),
     )
-    events: list[str] = []
     create(core, namespace, managed_pod("owner", lender, gpus=8))
     wait_for(
         "the owner to get its quota back",
@@ -168,7 +167,17 @@ def test_borrowed_gpus_are_reclaimed_with_a_recognisable_eviction(
     )
     survivors = [p.metadata.name for p in core.list_namespaced_pod(namespace).items if p.metadata]
     evicted = sorted({f"b{i}" for i in range(4)} - set(survivors))
-    assert len(evicted) == 2, (survivors, events)
+    assert len(evicted) == 2, survivors
+    events = wait_for(
+        "the evictions to be recorded as events on the pods",
+        lambda: core.list_namespaced_event(namespace).items,
+        lambda found: sum(e.reason == "Reclaimed" for e in found) == 2,
+    )
+    told = {str(e.involved_object.name): e.message for e in events if e.reason == "Reclaimed"}
+    assert sorted(told) == evicted
+    assert all(
+        str(m).startswith(f"aistack: reclaimed for {namespace}/owner") for m in told.values()
+    )
 
 
 def test_pools_of_two_gpu_models_are_kept_apart(
