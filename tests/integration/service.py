@@ -25,6 +25,7 @@ from kubernetes.client import (
     AdmissionregistrationV1Api,
     ApiClient,
     ApiextensionsV1Api,
+    CoreV1Api,
     CustomObjectsApi,
     RbacAuthorizationV1Api,
 )
@@ -52,11 +53,24 @@ _WEBHOOK_NAME = "aistack-test"
 class RunningService:
     """`aistack serve` against the test cluster, with webhooks pointing at it."""
 
-    def __init__(self, cluster: TestCluster, admin: ApiClient) -> None:
-        """Install the CRD and webhooks; `start()` runs the process."""
+    def __init__(
+        self,
+        cluster: TestCluster,
+        admin: ApiClient,
+        *,
+        name: str = "aistack",
+        leader_election: bool = False,
+        webhooks: bool = True,
+    ) -> None:
+        """Install the CRD (and unless told not to, the webhooks); `start()` runs the process.
+
+        With `leader_election`, replicas of the same lease take turns; `name` is the replica's
+        identity (POD_NAME) and the name of its files.
+        """
         self.cluster = cluster
         self.admin = admin
-        self.workdir = cluster.workdir / "service"
+        self.name = name
+        self.workdir = cluster.workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.metrics_port = free_port()
@@ -69,7 +83,15 @@ class RunningService:
                 {
                     "cycle_interval_seconds": 0.2,
                     "eviction_grace_seconds": 0,
-                    "leader_election": {"enabled": False},
+                    "leader_election": {
+                        "enabled": leader_election,
+                        # As the chart sets it: the release's full name, the only lease its
+                        # Role lets the service write.
+                        "lease_name": "aistack",
+                        "lease_duration_seconds": 4,
+                        "renew_deadline_seconds": 3,
+                        "retry_period_seconds": 1,
+                    },
                 }
             )
         )
@@ -79,7 +101,8 @@ class RunningService:
         self.kubeconfig = cluster.write_kubeconfig(self.workdir / "kubeconfig", SERVICE_USER)
         self.process: ManagedProcess | None = None
         _install_crds(ApiextensionsV1Api(admin))
-        self._register_webhooks()
+        if webhooks:
+            self._register_webhooks()
 
     @property
     def url(self) -> str:
@@ -101,7 +124,9 @@ class RunningService:
             f"--metrics-port={self.metrics_port}",
             "--host=127.0.0.1",
         ]
-        self.process = ManagedProcess("aistack-serve", argv, self.cluster.log_dir / "aistack.log")
+        env = {"POD_NAMESPACE": SERVICE_NAMESPACE, "POD_NAME": self.name}
+        log = self.cluster.log_dir / f"{self.name}.log"
+        self.process = ManagedProcess(self.name, argv, log, env)
         self.process.wait_ready(lambda: self._ok(f"http://127.0.0.1:{self.metrics_port}/readyz"))
         self.process.wait_ready(lambda: self._ok(f"{self.url}/docs", tls=True))
 
@@ -121,6 +146,12 @@ class RunningService:
                 return response.status, yaml.safe_load(response.read())
         except urllib.error.HTTPError as error:
             return error.code, yaml.safe_load(error.read())
+
+    def is_leader(self) -> bool:
+        """Whether the replica says it leads (its `aistack_leader` metric)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return b"aistack_leader 1.0" in response.read()
 
     def _ok(self, url: str, *, tls: bool = False) -> bool:
         context = ssl.create_default_context(cafile=str(self.cluster.ca_path)) if tls else None
@@ -197,9 +228,14 @@ def _apply_chart_rbac(admin: ApiClient) -> None:
         text=True,
     ).stdout
     rbac = RbacAuthorizationV1Api(admin)
+    with contextlib.suppress(ApiException):  # 409: a previous module created it
+        CoreV1Api(admin).create_namespace({"metadata": {"name": SERVICE_NAMESPACE}})  # type: ignore[arg-type]
     create: dict[str, Callable[[Any], object]] = {
         "ClusterRole": rbac.create_cluster_role,
         "ClusterRoleBinding": rbac.create_cluster_role_binding,
+        # The leader-election Role lives in the release namespace.
+        "Role": lambda body: rbac.create_namespaced_role(SERVICE_NAMESPACE, body),
+        "RoleBinding": lambda body: rbac.create_namespaced_role_binding(SERVICE_NAMESPACE, body),
     }
     for document in yaml.safe_load_all(rendered):
         if document and document["kind"] in create:

@@ -451,3 +451,49 @@ def test_an_argo_workflow_step_asking_for_a_gpu_is_admitted_and_succeeds(
     assert listed.metadata is not None
     pod = read(core, namespace, str(listed.metadata.name))
     assert annotations_of(pod)[keys.NODE_ANNOTATION] == f"{pool}-g0"
+
+
+def test_replicas_elect_one_leader_and_the_other_takes_over_when_it_goes(  # noqa: PLR0917
+    core: CoreV1Api,
+    namespace: str,
+    make_gpu_node: GpuNodes,
+    admin_client: ApiClient,
+    cluster: TestCluster,
+    service: RunningService,
+) -> None:
+    pool = make_gpu_node.prefix
+    queue = make_queue(admin_client, {pool: 16})
+    for name in ("first", "second"):  # no node yet: both wait
+        create(core, namespace, managed_pod(name, queue, gpus=8))
+    service.stop()  # from here on only the two replicas schedule
+    replicas = [
+        RunningService(cluster, admin_client, name=name, leader_election=True, webhooks=False)
+        for name in ("replica-a", "replica-b")
+    ]
+    try:
+        for replica in replicas:
+            replica.start()
+        leader = wait_for(
+            "one replica to lead",
+            lambda: [r for r in replicas if r.is_leader()],
+            lambda leading: len(leading) == 1,
+        )[0]
+        make_gpu_node("g0", labels={keys.POOL_LABEL: pool})
+        wait_for(
+            "the leader to release one pod onto the new node",
+            lambda: [read(core, namespace, n) for n in ("first", "second")],
+            lambda pods: sum(phase_is("Running")(p) for p in pods) == 1,
+        )
+        leader.stop()  # gives the lease up on the way out
+        (follower,) = [r for r in replicas if r is not leader]
+        wait_for("the other replica to lead", follower.is_leader, timeout=15)
+        make_gpu_node("g1", labels={keys.POOL_LABEL: pool})
+        pods = wait_for(
+            "the new leader to release the other pod",
+            lambda: [read(core, namespace, n) for n in ("first", "second")],
+            lambda found: all(phase_is("Running")(p) for p in found),
+        )
+        assert {node_of(p) for p in pods} == {f"{pool}-g0", f"{pool}-g1"}
+    finally:
+        for replica in replicas:
+            replica.stop()
