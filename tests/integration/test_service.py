@@ -497,3 +497,60 @@ def test_replicas_elect_one_leader_and_the_other_takes_over_when_it_goes(  # noq
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_reclaimed_argo_step_is_retried_and_finishes(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient, argo: object
+) -> None:
+    pool = pool_nodes(make_gpu_node, 1)
+    owner = make_queue(admin_client, {pool: 8})
+    borrower = make_queue(admin_client, {pool: 0})
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "borrowed"},
+        "spec": {
+            "entrypoint": "train",
+            "templates": [
+                {
+                    "name": "train",
+                    "metadata": {
+                        "labels": {keys.QUEUE_LABEL: borrower},
+                        "annotations": {"aistack.io/test-run-for": "15s"},
+                    },
+                    # What aistack_flows will set on every GPU step: an eviction ("pod
+                    # deleted") is an Error, retried; a failing program is not.
+                    "retryStrategy": {
+                        "limit": "3",
+                        "retryPolicy": "Always",
+                        "expression": 'lastRetry.status == "Error"',
+                    },
+                    "container": {
+                        "image": "registry.invalid/train:test",
+                        "command": ["python", "train.py"],
+                        "resources": {"limits": {keys.GPU_RESOURCE: "8"}},
+                    },
+                }
+            ],
+        },
+    }
+    CustomObjectsApi(admin_client).create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
+    )
+    first = wait_for(
+        "the borrowed step to run",
+        lambda: core.list_namespaced_pod(namespace).items,
+        lambda pods: (
+            len(pods) == 1 and pods[0].status is not None and pods[0].status.phase == "Running"
+        ),
+    )[0]
+    time.sleep(11)  # past Argo's grace for a just-started pod: a deletion is now an Error
+    create(core, namespace, managed_pod("owner", owner, gpus=8, run_for="2s"))
+    done = wait_for_workflow_phase(admin_client, namespace, "borrowed", timeout=120)
+    assert done["status"]["phase"] == "Succeeded"
+    steps = [n for n in done["status"]["nodes"].values() if n["type"] == "Pod"]
+    assert len(steps) == 2, steps  # the reclaimed attempt and its retry
+    assert any(n["phase"] == "Error" for n in steps)
+    assert first.metadata is not None
+    names = {p.metadata.name for p in core.list_namespaced_pod(namespace).items if p.metadata}
+    assert first.metadata.name not in names  # the evicted pod is gone; the retry replaced it
