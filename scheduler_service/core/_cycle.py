@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 
@@ -61,6 +61,7 @@ from scheduler_service.core._plan import (
     WaitingForEviction,
     format_gpus,
 )
+from scheduler_service.core._room import ReclaimRoom
 from scheduler_service.core._victims import (
     Candidate,
     LazyOrder,
@@ -68,7 +69,7 @@ from scheduler_service.core._victims import (
     by_locality,
     find_victims,
 )
-from scheduler_service.core._world import Tally, World, count_gpus, tally_key
+from scheduler_service.core._world import Target, World
 
 __all__ = ["run_cycle", "schedule"]
 
@@ -114,15 +115,15 @@ class _Cycle:
         self.placed_by_queue_pool = world.placed_by_queue_pool
         self._reclaim_order: dict[str, LazyOrder] = {}
         self._reclaim_list: dict[str, list[Candidate]] = {}
-        self._room: dict[tuple[str, str, bool], dict[int, int]] = {}
-        self._tally: dict[str, Tally] = {}
-        self._own_tally: set[str] = set()
+        self._room: ReclaimRoom | None = None
         self._preempt_order: dict[tuple[str, str], list[Candidate]] = {}
         self._lowest_priority: dict[tuple[str, str], int | None] = {}
         self._evicting: dict[str, list[Candidate]] = {}
         self.pools_for: dict[str, list[str]] = {}
         self.reasons: dict[str, Reason] = {}
-        self.notes: dict[str, str] = {}
+        self.notes: dict[str, str | tuple[str, str, int, int]] = {}
+        """Why reclaim did not help, per workload: a text, or (queue, pool, held, need) for
+        `_over_share_note`, worded in phase 6 only for the workloads that need it."""
         self.admitted: dict[str, tuple[Workload, Allocation]] = {}
         self.evictions: list[Eviction] = []
         self.evicted: list[tuple[Workload, str]] = []
@@ -133,6 +134,20 @@ class _Cycle:
         self.reservations: list[Reservation] = []
         self.shares: dict[tuple[str, str], int] = {}
         self.demand: dict[tuple[str, str], int] = {}
+        self._standing: dict[tuple[str, str], tuple[int, int, int]] = {}
+        """Per queue and pool: fair share, quota and minus queue priority (`_queue_key`)."""
+        self._plain_count: dict[str, Counter[tuple[str, int]]] = {}
+        """Per queue, its plain pending workloads (`Target.plain`) by (pool, shape)."""
+        self._not_plain: set[str] = set()
+        """Queues with a pending workload that is not plain."""
+        self._least_need: dict[tuple[str, str], int] = {}
+        """Per (queue, pool): the smallest charge of its plain pending workloads."""
+        self._over_share_group: dict[tuple[str, str], int] = {}
+        """Plain groups none of whose workloads may reclaim: what the queue held then."""
+        self._pending_demand: dict[tuple[str, str], int] = {}
+        """What valid pending workloads ask, by (leaf queue, pool): phase 0 counts it."""
+        self._in_order: dict[str, list[Workload]] = {}
+        """Each queue's valid pending workloads in queue order (`_workload_order`)."""
         self._explain_cache: dict[tuple[object, ...], object] = {}
         self.shape_of: dict[str, int] = {}
         """Every valid pending workload's placement shape, as a number (`World.shape_id`)."""
@@ -158,25 +173,36 @@ class _Cycle:
     # -- 0. validate ----------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Give workloads with an impossible target an InvalidTarget reason; the rest go on."""
+        """Give workloads with an impossible target an InvalidTarget reason; the rest go on.
+
+        The answer depends on the workload and on nodes and queues, which a world never
+        changes: the world keeps it for each pending workload from cycle to cycle. The same
+        pass counts what phase 1 (demand) and phase 3 (plain shapes per queue) need.
+        """
         valid = []
-        # The answer depends on the workload and on nodes and queues, which a world never
-        # changes: it is kept per pending workload (the same object) from cycle to cycle.
-        previous = self.world.target_memo
-        memo: dict[str, tuple[Workload, str | list[str], int]] = {}
+        memo: dict[str, Target] = {}
+        demand = self._pending_demand
         for workload in self.pending:
-            entry = previous.get(workload.name)
-            if entry is None or entry[0] is not workload:
-                target = self.world.targets.check(workload)
-                entry = (workload, target, self.world.shape_id(workload))
-            memo[workload.name] = entry
-            self.shape_of[workload.name] = entry[2]
-            problem = entry[1]
-            if isinstance(problem, str):
-                self.reasons[workload.name] = InvalidTarget(problem)
-            else:
-                self.pools_for[workload.name] = problem
-                valid.append(workload)
+            name = workload.name
+            target = memo[name] = self.world.target_of(workload)
+            self.shape_of[name] = target.shape
+            pools = target.pools
+            if isinstance(pools, str):
+                self.reasons[name] = InvalidTarget(pools)
+                continue
+            self.pools_for[name] = pools
+            valid.append(workload)
+            queue = workload.queue
+            for pool, charge in zip(pools, target.charges, strict=True):
+                demand[queue, pool] = demand.get((queue, pool), 0) + charge
+            if not target.plain:
+                self._not_plain.add(queue)
+                continue
+            group = (queue, pools[0])
+            self._plain_count.setdefault(queue, Counter())[pools[0], target.shape] += 1
+            least = self._least_need.get(group)
+            if least is None or target.charges[0] < least:
+                self._least_need[group] = target.charges[0]
         self.pending = valid
         self.world.target_memo = memo
 
@@ -185,10 +211,8 @@ class _Cycle:
     def fair_share(self) -> None:
         """Phase 1: compute every queue's fair share in every pool."""
         leaf_demand = dict(self.state.placed_charge)
-        for workload in self.pending:
-            for pool in self.pools_for[workload.name]:
-                key = (workload.queue, pool)
-                leaf_demand[key] = leaf_demand.get(key, 0) + self.state.charge(workload, pool)
+        for key, amount in self._pending_demand.items():
+            leaf_demand[key] = leaf_demand.get(key, 0) + amount
         for (leaf, pool), amount in sorted(leaf_demand.items()):
             for name in self.state.ancestry(leaf):
                 self.demand[name, pool] = self.demand.get((name, pool), 0) + amount
@@ -231,21 +255,47 @@ class _Cycle:
 
     def allocate(self) -> None:
         """Phases 2 and 3: admit what fits, queue by queue in fair-share order."""
-        by_queue: dict[str, deque[Workload]] = {}
         for workload in sorted(self.pending, key=_workload_order):
-            by_queue.setdefault(workload.queue, deque()).append(workload)
+            self._in_order.setdefault(workload.queue, []).append(workload)
+        by_queue = {queue: deque(items) for queue, items in self._in_order.items()}
+        shapes_left = {
+            queue: None if queue in self._not_plain else self._plain_count[queue]
+            for queue in by_queue
+        }
         heap = [(self._queue_key(queue, items[0]), queue) for queue, items in by_queue.items()]
         heapq.heapify(heap)
         blocked_heads: set[str] = set()
         while heap:
             _, queue = heapq.heappop(heap)
             items = by_queue[queue]
-            workload = items.popleft()
-            if not self._admit(workload) and queue not in blocked_heads:
-                blocked_heads.add(queue)
-                self._reserve_for(workload)
-            if items:
-                heapq.heappush(heap, (self._queue_key(queue, items[0]), queue))
+            shapes = shapes_left[queue]
+            while items:
+                if queue in blocked_heads and self._inert(shapes):
+                    break  # the rest of the queue leaves the order: it would change nothing
+                workload = items.popleft()
+                if shapes is not None:
+                    key = (self.pools_for[workload.name][0], self.shape_of[workload.name])
+                    shapes[key] -= 1
+                    if not shapes[key]:
+                        del shapes[key]
+                if not self._admit(workload) and queue not in blocked_heads:
+                    blocked_heads.add(queue)
+                    self._reserve_for(workload)
+                if not items:
+                    break
+                entry = (self._queue_key(queue, items[0]), queue)
+                if heap and heap[0] < entry:  # another queue comes first now
+                    heapq.heappush(heap, entry)
+                    break
+
+    def _inert(self, shapes: Counter[tuple[str, int]] | None) -> bool:
+        """Whether what is left of a queue whose head is blocked can change nothing in phase 3.
+
+        True when it is all plain (`Target.plain`: no gate applies, so no reason is set) and
+        every (pool, shape) of it already failed to place for good: each would be tried, fail
+        and leave everything as it was, so it is not tried one by one.
+        """
+        return shapes is not None and all(shape in self._unplaceable for shape in shapes)
 
     def _queue_key(self, queue: str, head: Workload) -> _QueueKey:
         """Within quota first, then furthest below fair share, then queue priority, then name.
@@ -256,23 +306,33 @@ class _Cycle:
         owner waits while the room changes hands cycle after cycle.
         """
         pool = self.pools_for[head.name][0]
-        share = self.shares.get((queue, pool), 0)
+        share, quota, priority = self._standing_of(queue, pool)
         allocated = self.state.allocated(queue, pool)
-        borrowing = (
-            allocated + self.state.charge(head, pool) > self.world.entitlement(queue, pool).quota
-        )
+        borrowing = allocated + self.state.charge(head, pool) > quota
         # A queue with no fair share in the pool (weight 0, no quota) only gets idle leftovers.
         ratio = allocated / share if share else math.inf
-        return (borrowing, ratio, -self.queues[queue].priority, queue)
+        return (borrowing, ratio, priority, queue)
+
+    def _standing_of(self, queue: str, pool: str) -> tuple[int, int, int]:
+        """`queue`'s fair share and quota in `pool`, and minus its priority (once per cycle)."""
+        standing = self._standing.get((queue, pool))
+        if standing is None:
+            standing = self._standing[queue, pool] = (
+                self.shares.get((queue, pool), 0),
+                self.world.entitlement(queue, pool).quota,
+                -self.queues[queue].priority,
+            )
+        return standing
 
     def _admit(self, workload: Workload) -> bool:
         gate_reason: Reason | None = None
+        shape = self.shape_of[workload.name]
         for pool in self.pools_for[workload.name]:
             gate = self._gate(workload, pool)
             if gate is not None:
                 gate_reason = gate_reason or gate
                 continue
-            key = (pool, self.shape_of[workload.name])
+            key = (pool, shape)
             if key in self._unplaceable:
                 continue
             allocation = place(self.state, workload, pool, scorer=self._scorer_for(workload))
@@ -322,11 +382,13 @@ class _Cycle:
         """Whether the workload passes its queue gates, asked again as a what-if changes usage."""
         return lambda: self._gate(workload, pool) is None
 
-    def _entitled(self, workload: Workload, pool: str) -> bool:
-        """Whether the workload's queue stays within its fair share or its quota if it runs."""
-        after = self.state.allocated(workload.queue, pool) + self.state.charge(workload, pool)
-        quota = self.world.entitlement(workload.queue, pool).quota
-        return after <= max(self.shares.get((workload.queue, pool), 0), quota)
+    def _entitlement_of(self, queue: str, pool: str) -> int:
+        """The larger of `queue`'s fair share and quota in `pool` (milli-GPUs).
+
+        A workload of the queue may reclaim only if the queue stays within it.
+        """
+        share, quota, _ = self._standing_of(queue, pool)
+        return max(share, quota)
 
     def _reserve_for(self, workload: Workload) -> None:
         """Hold nodes for a blocked gang at the head of its queue, if its queue is entitled."""
@@ -436,39 +498,65 @@ class _Cycle:
     def reclaim(self) -> None:
         """Phase 4: queues below their fair share take back GPUs lent to queues above theirs."""
         failed: set[tuple[object, ...]] = set()
-        for workload in self._still_pending():
-            if isinstance(self.reasons.get(workload.name), OverQuotaNotAllowed | QueueAtLimit):
+        for group, items in self._runs():
+            if group is not None and self._none_entitled(*group):
                 continue
-            for pool in self.pools_for[workload.name]:
-                if self._gate(workload, pool) is not None:
-                    continue
-                if not self._entitled(workload, pool):
-                    if workload.name not in self.notes:
-                        self.notes[workload.name] = self._over_share_note(workload, pool)
-                    continue
-                shape = (workload.queue, pool, self.shape_of[workload.name])
-                if shape in failed:
-                    continue
-                found = None
-                if self._reclaim_may_fit(workload, pool):
-                    found = find_victims(
-                        self.state,
-                        workload,
-                        pool,
-                        self._reclaim_candidates(workload, pool),
-                        eligible=self._reclaim_filter(workload, pool),
-                        admissible=self._admissible(workload, pool),
-                    )
-                if found is None:
-                    failed.add(shape)
-                    self.notes.setdefault(
-                        workload.name,
-                        "reclaim found no room: other queues' work here is within their quota, "
-                        "not preemptible, or inside its minimum runtime",
-                    )
-                    continue
-                self._commit(workload, pool, found, EvictionCause.RECLAIM)
-                break
+            for workload in items:
+                if workload.name not in self.admitted and workload.name not in self.nominated:
+                    self._reclaim_for(workload, failed)
+
+    def _none_entitled(self, queue: str, pool: str) -> bool:
+        """Whether no workload of the plain group (queue, pool) may reclaim.
+
+        Each of them then gets the note that says so, worded in phase 6 (`_note`). Within a
+        group only its own commits change the queue's holdings, and they only grow, so when
+        even the least of them does not fit the queue's entitlement, none does.
+        """
+        least = self._least_need.get((queue, pool))
+        if least is None or queue in self._not_plain:
+            return False
+        held = self.state.allocated(queue, pool)
+        if held + least <= self._entitlement_of(queue, pool):
+            return False
+        self._over_share_group[queue, pool] = held
+        return True
+
+    def _reclaim_for(self, workload: Workload, failed: set[tuple[object, ...]]) -> None:
+        """Phase 4 for one workload: reclaim in its first pool where that may work."""
+        if workload.name in self.reasons:
+            return  # held back by a queue gate in phase 3 (the only reasons so far)
+        for pool in self.pools_for[workload.name]:
+            if self._gate(workload, pool) is not None:
+                continue
+            held = self.state.allocated(workload.queue, pool)
+            need = self.state.charge(workload, pool)
+            if held + need > self._entitlement_of(workload.queue, pool):
+                if workload.name not in self.notes:
+                    self.notes[workload.name] = (workload.queue, pool, held, need)
+                continue
+            shape = (workload.queue, pool, self.shape_of[workload.name])
+            if shape in failed:
+                continue
+            found = None
+            if self._room_for().may_fit(workload, pool):
+                found = find_victims(
+                    self.state,
+                    workload,
+                    pool,
+                    self._reclaim_candidates(workload, pool),
+                    eligible=self._reclaim_filter(workload, pool),
+                    admissible=self._admissible(workload, pool),
+                )
+            if found is None:
+                failed.add(shape)
+                self.notes.setdefault(
+                    workload.name,
+                    "reclaim found no room: other queues' work here is within their quota, "
+                    "not preemptible, or inside its minimum runtime",
+                )
+                continue
+            self._commit(workload, pool, found, EvictionCause.RECLAIM)
+            return
 
     def _reclaim_candidates(self, workload: Workload, pool: str) -> LazyOrder:
         """Everything in `pool` that reclaim may take, in search order.
@@ -499,82 +587,22 @@ class _Cycle:
             self._reclaim_list[pool] = candidates
         return self._reclaim_list[pool]
 
-    def _reclaim_may_fit(self, workload: Workload, pool: str) -> bool:
-        """A necessary condition for a reclaim search to succeed, cheaper than the search.
-
-        For whole GPUs: on the nodes the workload may use, the free whole GPUs plus every GPU
-        held by a candidate the search could ever take must hold all its pods. A search that
-        fails walks every candidate of the pool, and on a full cluster most searches fail:
-        this answers them from per-node counts kept until the next commit (`_reclaim_room`).
-        """
-        request = workload.request
-        if not request.gpus:
-            return True
-        queue = workload.queue
-        after = self.state.allocated(queue, pool) + self.state.charge(workload, pool)
-        beyond_quota = after > self.world.entitlement(queue, pool).quota
-        room = self._reclaim_room(queue, pool, beyond_quota=beyond_quota)
-        slots = 0
-        for node_id, gpus in room.items():
-            if gpus >= request.gpus and static_fit(self.state.nodes[node_id], workload):
-                slots += gpus // request.gpus
-                if slots >= workload.pods:
-                    return True
-        return False
-
-    def _reclaim_room(self, queue: str, pool: str, *, beyond_quota: bool) -> dict[int, int]:
-        """Per node of `pool`: free whole GPUs plus the GPUs a reclaim for `queue` could free.
-
-        Counts a superset of what `find_victims` may release with `_reclaim_filter`: during a
-        search victim queues only lose usage and the reclaimer's own queue keeps its usage
-        (its own work is never taken), so a candidate refused now stays refused. Refused now:
-        what the quota floor forbids, and, when the reclaimer's queue goes beyond its quota
-        (`beyond_quota`, so only the fair-share rule can apply), work of a side that does not
-        hold more than its fair share. The other conditions are not asked.
-        """
-        key = (queue, pool, beyond_quota)
-        if key in self._room:
-            return self._room[key]
-        room: dict[int, int] = {}
-        for node_id in self.state.pools[pool].nodes:
-            node = self.state.nodes[node_id]
-            if node.schedulable:
-                room[node_id] = node.free_whole
-        mine = set(self.state.ancestry(queue))
-        for (owner, charge), held in self._reclaim_tally(pool).items():
-            if owner == queue:
-                continue
-            if owner is not None and not self._may_take(
-                owner, mine, charge, pool, beyond_quota=beyond_quota
-            ):
-                continue
-            for node_id, gpus in held.items():
-                if node_id in room:
-                    room[node_id] += gpus
-        self._room[key] = room
-        return room
-
-    def _reclaim_tally(self, pool: str) -> Tally:
-        """GPUs per node held by the unclaimed reclaim candidates of `pool` (see `Tally`).
-
-        The world keeps this count between cycles; it is the cycle's own when no queue has a
-        minimum runtime and nothing started after `now`, else it is counted from the
-        candidates. Once per pool and cycle; `_commit` takes out what it claims, on a copy.
-        """
-        if pool not in self._tally:
-            if self._runtime_moot():
-                self._tally[pool] = self.world.reclaim_tally.get(pool, {})
-            else:
-                tally: Tally = {}
-                for candidate in self._reclaim_pool(pool):
-                    other = candidate.workload
-                    if other.name not in self.claimed:
-                        key = tally_key(self.state, other, pool)
-                        assert key is not None
-                        count_gpus(tally, self.state, other, key, +1)
-                self._tally[pool] = tally
-                self._own_tally.add(pool)
-        return self._tally[pool]
+    def _room_for(self) -> ReclaimRoom:
+        """The cycle's `ReclaimRoom`, made on first use."""
+        if self._room is None:
+            self._room = ReclaimRoom(
+                self.world,
+                shares=self.shares,
+                promised=self.promised,
+                claimed=self.claimed,
+                candidates=self._reclaim_pool,
+                runtime_moot=self._runtime_moot(),
+                takeable=lambda other: (
+                    other.state is WorkloadState.EVICTING
+                    or (other.is_preemptible and self._past_min_runtime(other, reclaim=True))
+                ),
+            )
+        return self._room
 
     def _runtime_moot(self) -> bool:
         """Whether no placed workload is protected by a minimum runtime in this cycle."""
@@ -584,35 +612,6 @@ class _Cycle:
             not queue.reclaim_min_runtime_seconds or queue.reclaim_min_runtime_seconds <= 0
             for queue in self.queues.values()
         )
-
-    def _untally(self, pool: str, victims: Iterable[Candidate]) -> None:
-        """Take newly claimed victims out of the pool's tally (copied first if the world's)."""
-        tally = self._reclaim_tally(pool)
-        if pool not in self._own_tally:
-            tally = self._tally[pool] = {key: dict(held) for key, held in tally.items()}
-            self._own_tally.add(pool)
-        for candidate in victims:
-            other = candidate.workload
-            if other.state is WorkloadState.EVICTING or (
-                other.is_preemptible and self._past_min_runtime(other, reclaim=True)
-            ):
-                key = tally_key(self.state, other, pool)
-                assert key is not None
-                count_gpus(tally, self.state, other, key, -1)
-
-    def _may_take(
-        self, victim_queue: str, mine: set[str], charge: int, pool: str, *, beyond_quota: bool
-    ) -> bool:
-        """The victim's half of `_reclaimable`, before anything is released (see its rules)."""
-        for name in self.state.ancestry(victim_queue):
-            if name in mine:
-                break
-            held = self.state.allocated(name, pool) - self.promised.get((name, pool), 0)
-            if held - charge < self.world.entitlement(name, pool).quota:
-                return False
-            if beyond_quota and held <= self.shares.get((name, pool), 0):
-                return False
-        return True
 
     def _reclaim_filter(self, workload: Workload, pool: str) -> Callable[[Candidate], bool]:
         """`_reclaimable` for one search, remembering refusals.
@@ -704,8 +703,8 @@ class _Cycle:
         """
         names = []
         freed = 0
-        self._room.clear()  # usage and claims change: what reclaim could free is counted anew
-        self._untally(pool, found.victims)
+        if self._room is not None:
+            self._room.claim(pool, found.victims)  # before they count as claimed
         for candidate in found.victims:
             victim = candidate.workload
             self.claimed.add(victim.name)
@@ -754,12 +753,10 @@ class _Cycle:
             f"quota"
         )
 
-    def _over_share_note(self, workload: Workload, pool: str) -> str:
-        held = self.state.allocated(workload.queue, pool)
-        need = self.state.charge(workload, pool)
-        key = ("over_share", workload.queue, pool, held, need)
+    def _over_share_note(self, queue: str, pool: str, held: int, need: int) -> str:
+        key = ("over_share", queue, pool, held, need)
         if key not in self._explain_cache:
-            self._explain_cache[key] = self._over_share_text(workload.queue, pool, held, need)
+            self._explain_cache[key] = self._over_share_text(queue, pool, held, need)
         text = self._explain_cache[key]
         assert isinstance(text, str)
         return text
@@ -777,7 +774,9 @@ class _Cycle:
 
     def preempt(self) -> None:
         """Phase 5: inside a queue, higher-priority work evicts lower-priority preemptible work."""
-        for workload in self._still_pending(self._may_preempt):
+        for workload in self._still_pending(self._queue_may_preempt):
+            if not self._may_preempt(workload):
+                continue
             if isinstance(self.reasons.get(workload.name), OverQuotaNotAllowed):
                 continue
             for pool in self.pools_for[workload.name]:
@@ -847,6 +846,15 @@ class _Cycle:
             )
         return self._evicting[pool]
 
+    def _queue_may_preempt(self, queue: str, items: list[Workload]) -> bool:
+        """Whether `queue` runs, in some pool, anything below its highest pending priority."""
+        highest = items[0].priority  # in queue order: highest priority first
+        for pool in self.state.pools:
+            lowest = self._lowest_placed_priority(queue, pool)
+            if lowest is not None and lowest < highest:
+                return True
+        return False
+
     def _may_preempt(self, workload: Workload) -> bool:
         """Whether its queue runs anything of lower priority in one of its pools.
 
@@ -867,34 +875,52 @@ class _Cycle:
         return self._lowest_priority[key]
 
     def _still_pending(
-        self, wanted: Callable[[Workload], bool] | None = None
+        self, queues: Callable[[str, list[Workload]], bool] | None = None
     ) -> Iterator[Workload]:
-        """Pending workloads not yet admitted or nominated (and `wanted`), in phase-2 order.
+        """Pending workloads not yet admitted or nominated, in phase-2 order (see `_runs`)."""
+        for _, items in self._runs(queues):
+            for workload in items:
+                if workload.name not in self.admitted and workload.name not in self.nominated:
+                    yield workload
 
-        The order is taken when the iteration starts, as the queues stand then.
+    def _runs(
+        self, queues: Callable[[str, list[Workload]], bool] | None = None
+    ) -> Iterator[tuple[tuple[str, str] | None, Iterable[Workload]]]:
+        """The still-pending workloads of the queues `queues` accepts, in phase-2 order, in runs.
+
+        The order is taken when the iteration starts, as the queues stand then: by the key of
+        each queue and first pool (`_queue_key` of its first workload), then queue order. The
+        queue order is phase 3's, so only the groups are sorted, not every workload. A run is
+        one group, named by its (queue, pool), or several with equal keys (one queue, several
+        pools) merged in queue order, named None. Callers skip what was admitted or nominated
+        since the iteration began.
         """
-        queue_keys: dict[tuple[str, str], _QueueKey] = {}
-
-        def key(workload: Workload) -> _QueueKey:
-            # Workloads come in queue order, so the first of a queue and pool is its head.
-            pool = self.pools_for[workload.name][0]
-            if (workload.queue, pool) not in queue_keys:
-                queue_keys[workload.queue, pool] = self._queue_key(workload.queue, workload)
-            return queue_keys[workload.queue, pool]
-
-        chosen = sorted(
+        groups: dict[tuple[str, str], list[Workload]] = {}
+        for queue, items in self._in_order.items():
+            if queues is not None and not queues(queue, items):
+                continue
+            for workload in items:
+                name = workload.name
+                if name not in self.admitted and name not in self.nominated:
+                    groups.setdefault((queue, self.pools_for[name][0]), []).append(workload)
+        keyed = sorted(
             (
-                workload
-                for workload in self.pending
-                if workload.name not in self.admitted
-                and workload.name not in self.nominated
-                and (wanted is None or wanted(workload))
+                (self._queue_key(group[0], items[0]), group, items)
+                for group, items in groups.items()
             ),
-            key=_workload_order,
+            key=lambda entry: entry[0],
         )
-        for workload in sorted(chosen, key=key):  # stable: queue order kept inside a queue
-            if workload.name not in self.admitted and workload.name not in self.nominated:
-                yield workload
+        start = 0
+        while start < len(keyed):
+            end = start + 1
+            while end < len(keyed) and keyed[end][0] == keyed[start][0]:
+                end += 1  # equal keys (one queue, several pools): merged in queue order
+            if end == start + 1:
+                yield keyed[start][1], keyed[start][2]
+            else:
+                run = [items for _, _, items in keyed[start:end]]
+                yield None, heapq.merge(*run, key=_workload_order)
+            start = end
 
     # -- 6. explain -----------------------------------------------------------------------
 
@@ -903,11 +929,16 @@ class _Cycle:
         for _, workload, pool in self.nominated.values():
             self.state.account(workload, pool, -1)  # the beneficiary is not running yet
         self._reserved_by = {r.workload: r for r in self.reservations}
-        pending = [
-            Pending(workload.name, self._reason(workload))
-            for workload in self.all_pending
-            if workload.name not in self.admitted
-        ]
+        pending = []
+        for workload in self.all_pending:
+            name = workload.name
+            if name in self.admitted:
+                continue
+            nominee = self.nominated.get(name)
+            reason = (
+                nominee[0] if nominee is not None else self.reasons.get(name)
+            ) or self._reason(workload)
+            pending.append(Pending(name, reason))
         admissions = tuple(
             Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
         )
@@ -920,11 +951,29 @@ class _Cycle:
         )
 
     def _reason(self, workload: Workload) -> Reason:
-        if workload.name in self.nominated:
-            return self.nominated[workload.name][0]
-        if workload.name in self.reasons:
-            return self.reasons[workload.name]
-        pool = self.pools_for[workload.name][0]
+        """Why a workload neither nominated nor held back by a gate waits.
+
+        Unless the workload holds a reservation or needs one topology domain, the reason
+        follows from its first pool, its shape and what phase 4 noted: one shared value each.
+        """
+        name = workload.name
+        pool = self.pools_for[name][0]
+        wish = workload.topology
+        if name in self._reserved_by or (wish is not None and wish.required and workload.pods > 1):
+            return self._reason_of(workload, pool)
+        note = self.notes.get(name)
+        if note is None:
+            held = self._over_share_group.get((workload.queue, pool))
+            if held is not None:
+                note = (workload.queue, pool, held, self.state.charge(workload, pool))
+        key = ("reason", pool, self.shape_of[name], note)
+        found = self._explain_cache.get(key)
+        if found is None:
+            found = self._explain_cache[key] = self._reason_of(workload, pool)
+        assert isinstance(found, Reason)
+        return found
+
+    def _reason_of(self, workload: Workload, pool: str) -> Reason:
         holder = self._reservation_holder(workload, pool)
         if holder is not None:
             return BlockedByReservation(
@@ -961,7 +1010,7 @@ class _Cycle:
                 best_domain=best[0],
                 best_domain_pods=best[1],
             )
-        note = self.notes.get(workload.name, "")
+        note = self._note(workload, pool)
         reservation = self._reserved_by.get(workload.name)
         if reservation is not None:
             note = (
@@ -969,6 +1018,15 @@ class _Cycle:
                 f"{format_gpus(reservation.free_milli)} of "
                 f"{format_gpus(reservation.needed_milli)} GPUs free"
             )
+        # Many workloads wait for the same reason: one shared value per shape and note.
+        shared = ("capacity", pool, self.shape_of[workload.name], note)
+        found = self._explain_cache.get(shared)
+        if found is None:
+            found = self._explain_cache[shared] = self._insufficient(workload, pool, note)
+        assert isinstance(found, InsufficientCapacity)
+        return found
+
+    def _insufficient(self, workload: Workload, pool: str, note: str) -> InsufficientCapacity:
         if ("free", pool) not in self._explain_cache:
             self._explain_cache["free", pool] = self.state.free_milli(pool)
         free = self._explain_cache["free", pool]
@@ -981,6 +1039,18 @@ class _Cycle:
             largest_free_node=self._largest_free(pool),
             fair_share_note=note,
         )
+
+    def _note(self, workload: Workload, pool: str) -> str:
+        """What phase 4 found for `workload` (first pool `pool`), in words; "" if nothing."""
+        note = self.notes.get(workload.name)
+        if note is None:
+            held = self._over_share_group.get((workload.queue, pool))
+            if held is None:
+                return ""
+            note = (workload.queue, pool, held, self.state.charge(workload, pool))
+        if isinstance(note, str):
+            return note
+        return self._over_share_note(*note)
 
     def _per_pod(self, workload: Workload) -> str:
         """`describe_pod` of the workload's request, once per shape and cycle."""

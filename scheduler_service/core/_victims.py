@@ -164,14 +164,20 @@ def _best_fit(
     if need <= 0:
         return group
 
-    def held(candidate: Candidate) -> int:
+    enough: list[tuple[int, tuple[int | float | str, ...], int, Candidate]] = []
+    short: list[tuple[int, tuple[int | float | str, ...], int, Candidate]] = []
+    for index, candidate in enumerate(group):
         allocation = candidate.workload.allocation
         assert allocation is not None
-        return sum(len(pod.gpus) for pod in allocation if pod.node == node_name and not pod.slice)
-
-    enough = sorted((c for c in group if held(c) >= need), key=lambda c: (held(c), c.cost))
-    short = sorted((c for c in group if held(c) < need), key=lambda c: (-held(c), c.cost))
-    return [*enough[:1], *short, *enough[1:]]
+        held = sum(len(pod.gpus) for pod in allocation if pod.node == node_name and not pod.slice)
+        # The index breaks ties as a stable sort would, and keeps candidates out of comparisons.
+        if held >= need:
+            enough.append((held, candidate.cost, index, candidate))
+        else:
+            short.append((-held, candidate.cost, index, candidate))
+    enough.sort()
+    short.sort()
+    return [c for *_, c in (*enough[:1], *short, *enough[1:])]
 
 
 def _tier_key(cost: object) -> float:

@@ -24,7 +24,7 @@ from scheduler_service.core._placement import shape
 from scheduler_service.core._state import CycleState
 from scheduler_service.core._targets import Targets
 
-__all__ = ["Entitlement", "Tally", "World", "count_gpus", "tally_key"]
+__all__ = ["Entitlement", "Tally", "TallyKey", "Target", "World", "count_gpus", "tally_key"]
 
 
 class Entitlement(NamedTuple):
@@ -38,23 +38,39 @@ class Entitlement(NamedTuple):
     """Whether the queue or an ancestor has a limit in the pool."""
 
 
-Tally = dict[tuple[str | None, int], dict[int, int]]
-"""GPUs per node id held by reclaim candidates, grouped by what decides whether reclaim may
-take them: (queue, charge in milli-GPUs) for running preemptible work, (None, 0) for work
-already evicting (always usable)."""
+class Target(NamedTuple):
+    """What phase 0 finds for a pending workload; a world keeps it while the workload waits."""
+
+    workload: Workload
+    pools: str | list[str]
+    """The pools it may use, in order of preference, or what its user must fix."""
+    shape: int
+    """Its placement shape, as a number (`World.shape_id`)."""
+    charges: tuple[int, ...]
+    """What it charges in each of `pools` (milli-GPUs)."""
+    plain: bool
+    """One pool, preemptible, no limit on its queue or above: no queue gate can apply."""
 
 
-def tally_key(state: CycleState, workload: Workload, pool: str) -> tuple[str | None, int] | None:
+TallyKey = tuple[str | None, int, bool]
+Tally = dict[TallyKey, dict[int, int]]
+"""GPUs per node id held by reclaim candidates, grouped by what decides whether and how much
+reclaim may take of them: (queue, charge in milli-GPUs, whole GPUs?) for running preemptible
+work, (None, 0, False) for work already evicting (always usable)."""
+
+
+def tally_key(state: CycleState, workload: Workload, pool: str) -> TallyKey | None:
     """The `Tally` group of a placed workload, or None if reclaim can never take it."""
     if workload.state is WorkloadState.EVICTING:
-        return (None, 0)
+        return (None, 0, False)
     if workload.is_preemptible:
-        return (workload.queue, state.charge(workload, pool))
+        whole = not workload.request.is_slice
+        return (workload.queue, state.charge(workload, pool), whole)
     return None
 
 
 def count_gpus(
-    tally: Tally, state: CycleState, workload: Workload, key: tuple[str | None, int], sign: int
+    tally: Tally, state: CycleState, workload: Workload, key: TallyKey, sign: int
 ) -> None:
     """Add (`sign` +1) or remove (-1) the GPUs of `workload` per node under `key`."""
     held = tally.setdefault(key, {})
@@ -81,8 +97,8 @@ class World:
         self._entitlements: dict[tuple[str, str], Entitlement] = {}
         self.fair_share_memo: dict[str, tuple[object, dict[str, int]]] = {}
         """Per pool, the last fair-share inputs and result (`_Cycle._fair_shares`)."""
-        self.target_memo: dict[str, tuple[Workload, str | list[str], int]] = {}
-        """Phase 0's answer and the shape id of each workload pending at the last cycle."""
+        self.target_memo: dict[str, Target] = {}
+        """`target_of` each workload pending at the last cycle."""
         self._shape_ids: dict[tuple[object, ...], int] = {}
         self.reclaim_tally: dict[str, Tally] = {}
         """Per pool, every placed workload reclaim could take, whatever its runtime."""
@@ -114,6 +130,23 @@ class World:
                 or (parent is not None and self.entitlement(parent, pool).limited),
             )
         return found
+
+    def target_of(self, workload: Workload) -> Target:
+        """Phase 0's facts about `workload`, from the memo when it is the same object."""
+        found = self.target_memo.get(workload.name)
+        if found is not None and found.workload is workload:
+            return found
+        pools = self.targets.check(workload)
+        charges = (
+            () if isinstance(pools, str) else tuple(self.state.charge(workload, p) for p in pools)
+        )
+        plain = (
+            not isinstance(pools, str)
+            and len(pools) == 1
+            and workload.is_preemptible
+            and not self.entitlement(workload.queue, pools[0]).limited
+        )
+        return Target(workload, pools, self.shape_id(workload), charges, plain)
 
     def shape_id(self, workload: Workload) -> int:
         """A number per placement shape (`_placement.shape`): equal shapes, equal numbers."""

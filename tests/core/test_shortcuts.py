@@ -1,12 +1,14 @@
 """The cycle's shortcuts decide exactly as the plain searches they stand in for.
 
 A replay runs tens of thousands of cycles, so the cycle skips work it can prove useless: a
-reclaim search whose workload cannot fit even if every candidate went (`_reclaim_may_fit`), a
-placement of a shape that already failed in phase 3 (`_fails_for_good`), the reclaim
-candidates' GPUs counted by the world between cycles (`_runtime_moot`), the reserved nodes
-read off the pool's buckets (`_fullest_nodes`), one holder search per shape in phase 6, and
-the fullest node read off the buckets. Each test turns the shortcuts off and compares plans:
-the fast algorithm checked against the naive one.
+reclaim search whose workload cannot fit even if every candidate went (`ReclaimRoom.may_fit`,
+from GPU counts the world keeps between cycles when minimum runtimes cannot matter), a
+placement of a shape that already failed in phase 3 (`_fails_for_good`), the rest of a queue
+that can change nothing (`_inert`), the reclaim checks of a queue none of whose workloads may
+reclaim (`_none_entitled`), the reserved nodes read off the pool's buckets (`_fullest_nodes`),
+one reason and one holder search per shape in phase 6, and the fullest node read off the
+buckets. Each test turns the shortcuts off and compares plans: the fast algorithm checked
+against the naive one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hypothesis import given, settings
 
 from scheduler_service.core import _cycle, schedule
 from scheduler_service.core._cycle import _Cycle
+from scheduler_service.core._room import ReclaimRoom
 from scheduler_service.core._victims import VictimSearch, find_victims
 from tests.core.builders import make_node, make_queue, make_snapshot, make_step, pod_on, run
 from tests.core.strategies import Cycle, any_cycles
@@ -31,9 +34,16 @@ EXAMPLES = 200
 def plain_searches() -> Iterator[None]:
     """Every shortcut off: the cycle searches, sorts and scans as if it knew nothing."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_Cycle, "_reclaim_may_fit", lambda self, workload, pool: True)
+        patch.setattr(ReclaimRoom, "may_fit", lambda self, workload, pool: True)
         patch.setattr(_cycle, "_fails_for_good", lambda workload: False)
         patch.setattr(_Cycle, "_runtime_moot", lambda self: False)
+        patch.setattr(_Cycle, "_inert", lambda self, shapes: False)
+        patch.setattr(_Cycle, "_none_entitled", lambda self, queue, pool: False)
+        patch.setattr(
+            _Cycle,
+            "_reason",
+            lambda self, workload: self._reason_of(workload, self.pools_for[workload.name][0]),
+        )
         patch.setattr(
             _Cycle,
             "_fullest_nodes",
@@ -97,3 +107,21 @@ def test_a_reclaim_for_guaranteed_quota_counts_victims_within_their_fair_share()
     with plain_searches():
         assert schedule(snapshot, 100.0) == fast
     assert [e.workload for e in fast.evictions] == ["a1"]
+
+
+def test_a_blocked_head_does_not_keep_smaller_work_of_its_queue_out() -> None:
+    # The 8-GPU head fits nowhere and reserves n1; the queue's next step still fits on n2.
+    nodes = [make_node("n1", gpus=8), make_node("n2", gpus=8)]
+    queues = [make_queue("a", quota=16), make_queue("b", quota=0)]
+    workloads = [
+        run(make_step("b1", "b", gpus=4), pod_on("n1", 0, 1, 2, 3)),
+        run(make_step("b2", "b", gpus=6), pod_on("n2", 0, 1, 2, 3, 4, 5)),
+        make_step("big", "a", gpus=8, submitted_at=1.0),
+        make_step("small", "a", gpus=1, submitted_at=2.0),
+    ]
+    snapshot = make_snapshot(nodes, queues, workloads)
+    fast = schedule(snapshot, 100.0)
+    with plain_searches():
+        assert schedule(snapshot, 100.0) == fast
+    assert [a.workload for a in fast.admissions] == ["small"]
+    assert [pod.node for pod in fast.admissions[0].allocation] == ["n2"]
