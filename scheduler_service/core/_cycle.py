@@ -36,6 +36,7 @@ from scheduler_service.core._model import (
     WorkloadState,
     gpus_to_milli,
 )
+from scheduler_service.core._pending import workload_order
 from scheduler_service.core._placement import (
     describe_pod,
     domain_capacity,
@@ -69,7 +70,7 @@ from scheduler_service.core._victims import (
     by_locality,
     find_victims,
 )
-from scheduler_service.core._world import Target, World
+from scheduler_service.core._world import World
 
 __all__ = ["run_cycle", "schedule"]
 
@@ -110,7 +111,10 @@ class _Cycle:
         self.queues = world.queues
         self.state = world.state
         self.all_pending = world.sorted_pending()
-        self.pending = self.all_pending  # phase 0 narrows it to workloads with a valid target
+        self.waiting = world.waiting
+        self.pools_for = self.waiting.pools_for
+        self.shape_of = self.waiting.shape_of
+        self._in_order = self.waiting.in_order
         self.placed_by_pool = world.placed_by_pool
         self.placed_by_queue_pool = world.placed_by_queue_pool
         self._reclaim_order: dict[str, LazyOrder] = {}
@@ -119,7 +123,6 @@ class _Cycle:
         self._preempt_order: dict[tuple[str, str], list[Candidate]] = {}
         self._lowest_priority: dict[tuple[str, str], int | None] = {}
         self._evicting: dict[str, list[Candidate]] = {}
-        self.pools_for: dict[str, list[str]] = {}
         self.reasons: dict[str, Reason] = {}
         self.notes: dict[str, str | tuple[str, str, int, int]] = {}
         """Why reclaim did not help, per workload: a text, or (queue, pool, held, need) for
@@ -136,21 +139,9 @@ class _Cycle:
         self.demand: dict[tuple[str, str], int] = {}
         self._standing: dict[tuple[str, str], tuple[int, int, int]] = {}
         """Per queue and pool: fair share, quota and minus queue priority (`_queue_key`)."""
-        self._plain_count: dict[str, Counter[tuple[str, int]]] = {}
-        """Per queue, its plain pending workloads (`Target.plain`) by (pool, shape)."""
-        self._not_plain: set[str] = set()
-        """Queues with a pending workload that is not plain."""
-        self._least_need: dict[tuple[str, str], int] = {}
-        """Per (queue, pool): the smallest charge of its plain pending workloads."""
         self._over_share_group: dict[tuple[str, str], int] = {}
         """Plain groups none of whose workloads may reclaim: what the queue held then."""
-        self._pending_demand: dict[tuple[str, str], int] = {}
-        """What valid pending workloads ask, by (leaf queue, pool): phase 0 counts it."""
-        self._in_order: dict[str, list[Workload]] = {}
-        """Each queue's valid pending workloads in queue order (`_workload_order`)."""
         self._explain_cache: dict[tuple[object, ...], object] = {}
-        self.shape_of: dict[str, int] = {}
-        """Every valid pending workload's placement shape, as a number (`World.shape_id`)."""
         self._reserved_by: dict[str, Reservation] = {}
         self._unplaceable: set[tuple[object, ...]] = set()
         """(pool, shape) that failed to place in phase 3 and cannot fit later in the phase."""
@@ -175,43 +166,18 @@ class _Cycle:
     def validate(self) -> None:
         """Give workloads with an impossible target an InvalidTarget reason; the rest go on.
 
-        The answer depends on the workload and on nodes and queues, which a world never
-        changes: the world keeps it for each pending workload from cycle to cycle. The same
-        pass counts what phase 1 (demand) and phase 3 (plain shapes per queue) need.
+        The verdict depends on the workload and on nodes and queues, which a world never
+        changes: the world's `PendingIndex` keeps it while the workload waits.
         """
-        valid = []
-        memo: dict[str, Target] = {}
-        demand = self._pending_demand
-        for workload in self.pending:
-            name = workload.name
-            target = memo[name] = self.world.target_of(workload)
-            self.shape_of[name] = target.shape
-            pools = target.pools
-            if isinstance(pools, str):
-                self.reasons[name] = InvalidTarget(pools)
-                continue
-            self.pools_for[name] = pools
-            valid.append(workload)
-            queue = workload.queue
-            for pool, charge in zip(pools, target.charges, strict=True):
-                demand[queue, pool] = demand.get((queue, pool), 0) + charge
-            if not target.plain:
-                self._not_plain.add(queue)
-                continue
-            group = (queue, pools[0])
-            self._plain_count.setdefault(queue, Counter())[pools[0], target.shape] += 1
-            least = self._least_need.get(group)
-            if least is None or target.charges[0] < least:
-                self._least_need[group] = target.charges[0]
-        self.pending = valid
-        self.world.target_memo = memo
+        for name, problem in self.waiting.invalid.items():
+            self.reasons[name] = InvalidTarget(problem)
 
     # -- 1. fair share --------------------------------------------------------------------
 
     def fair_share(self) -> None:
         """Phase 1: compute every queue's fair share in every pool."""
         leaf_demand = dict(self.state.placed_charge)
-        for key, amount in self._pending_demand.items():
+        for key, amount in self.waiting.demand.items():
             leaf_demand[key] = leaf_demand.get(key, 0) + amount
         for (leaf, pool), amount in sorted(leaf_demand.items()):
             for name in self.state.ancestry(leaf):
@@ -255,11 +221,11 @@ class _Cycle:
 
     def allocate(self) -> None:
         """Phases 2 and 3: admit what fits, queue by queue in fair-share order."""
-        for workload in sorted(self.pending, key=_workload_order):
-            self._in_order.setdefault(workload.queue, []).append(workload)
         by_queue = {queue: deque(items) for queue, items in self._in_order.items()}
         shapes_left = {
-            queue: None if queue in self._not_plain else self._plain_count[queue]
+            queue: None
+            if self.waiting.not_plain[queue]
+            else Counter(self.waiting.plain_shapes[queue])
             for queue in by_queue
         }
         heap = [(self._queue_key(queue, items[0]), queue) for queue, items in by_queue.items()]
@@ -512,9 +478,10 @@ class _Cycle:
         group only its own commits change the queue's holdings, and they only grow, so when
         even the least of them does not fit the queue's entitlement, none does.
         """
-        least = self._least_need.get((queue, pool))
-        if least is None or queue in self._not_plain:
+        needs = self.waiting.plain_needs.get((queue, pool))
+        if not needs or self.waiting.not_plain[queue]:
             return False
+        least = min(needs)
         held = self.state.allocated(queue, pool)
         if held + least <= self._entitlement_of(queue, pool):
             return False
@@ -883,6 +850,10 @@ class _Cycle:
                 if workload.name not in self.admitted and workload.name not in self.nominated:
                     yield workload
 
+    def _waits(self, workload: Workload) -> bool:
+        """Not admitted and not nominated in this cycle (yet)."""
+        return workload.name not in self.admitted and workload.name not in self.nominated
+
     def _runs(
         self, queues: Callable[[str, list[Workload]], bool] | None = None
     ) -> Iterator[tuple[tuple[str, str] | None, Iterable[Workload]]]:
@@ -892,24 +863,29 @@ class _Cycle:
         each queue and first pool (`_queue_key` of its first workload), then queue order. The
         queue order is phase 3's, so only the groups are sorted, not every workload. A run is
         one group, named by its (queue, pool), or several with equal keys (one queue, several
-        pools) merged in queue order, named None. Callers skip what was admitted or nominated
-        since the iteration began.
+        pools) merged in queue order, named None. A run may hold workloads admitted or
+        nominated: callers skip them (`_waits`), also those admitted or nominated since.
         """
-        groups: dict[tuple[str, str], list[Workload]] = {}
+        keyed = []
         for queue, items in self._in_order.items():
             if queues is not None and not queues(queue, items):
                 continue
+            first_pools = self.waiting.first_pools[queue]
+            if len(first_pools) == 1:  # the usual case: the queue's list is one group
+                head = next((w for w in items if self._waits(w)), None)
+                if head is not None:
+                    (pool,) = first_pools
+                    keyed.append((self._queue_key(queue, head), (queue, pool), items))
+                continue
+            groups: dict[tuple[str, str], list[Workload]] = {}
             for workload in items:
-                name = workload.name
-                if name not in self.admitted and name not in self.nominated:
-                    groups.setdefault((queue, self.pools_for[name][0]), []).append(workload)
-        keyed = sorted(
-            (
-                (self._queue_key(group[0], items[0]), group, items)
-                for group, items in groups.items()
-            ),
-            key=lambda entry: entry[0],
-        )
+                if self._waits(workload):
+                    groups.setdefault((queue, self.pools_for[workload.name][0]), []).append(
+                        workload
+                    )
+            for group, members in groups.items():
+                keyed.append((self._queue_key(queue, members[0]), group, members))
+        keyed.sort(key=lambda entry: entry[0])
         start = 0
         while start < len(keyed):
             end = start + 1
@@ -919,7 +895,7 @@ class _Cycle:
                 yield keyed[start][1], keyed[start][2]
             else:
                 run = [items for _, _, items in keyed[start:end]]
-                yield None, heapq.merge(*run, key=_workload_order)
+                yield None, heapq.merge(*run, key=workload_order)
             start = end
 
     # -- 6. explain -----------------------------------------------------------------------
@@ -930,14 +906,23 @@ class _Cycle:
             self.state.account(workload, pool, -1)  # the beneficiary is not running yet
         self._reserved_by = {r.workload: r for r in self.reservations}
         pending = []
+        # Most workloads wait for a reason that follows from their (queue, first pool, shape)
+        # alone (`_reason`): worked out once per such class, not per workload.
+        by_class: dict[tuple[str, str, int], Reason] = {}
+        class_of = self.waiting.class_of
         for workload in self.all_pending:
             name = workload.name
             if name in self.admitted:
                 continue
             nominee = self.nominated.get(name)
-            reason = (
-                nominee[0] if nominee is not None else self.reasons.get(name)
-            ) or self._reason(workload)
+            reason = nominee[0] if nominee is not None else self.reasons.get(name)
+            if reason is None:
+                if not self._reason_by_class(name):
+                    reason = self._reason(workload)
+                else:
+                    reason = by_class.get(class_of[name])
+                    if reason is None:
+                        reason = by_class[class_of[name]] = self._reason(workload)
             pending.append(Pending(name, reason))
         admissions = tuple(
             Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
@@ -949,6 +934,13 @@ class _Cycle:
             reservations=tuple(self.reservations),
             shares=self._queue_shares(),
         )
+
+    def _reason_by_class(self, name: str) -> bool:
+        """Whether the reason of a workload neither nominated nor gated follows from its class.
+
+        So it does when phase 4 noted nothing for it alone and it holds no reservation.
+        """
+        return name not in self.notes and name not in self._reserved_by
 
     def _reason(self, workload: Workload) -> Reason:
         """Why a workload neither nominated nor held back by a gate waits.
@@ -1177,8 +1169,3 @@ def _fails_for_good(workload: Workload) -> bool:
         and not (request.cpu_milli or request.memory_mib)
         and workload.topology is None
     )
-
-
-def _workload_order(workload: Workload) -> tuple[int, float, str]:
-    """Inside a queue: higher priority first, then earlier submission, then name."""
-    return (-workload.priority, workload.submitted_at, workload.name)

@@ -16,6 +16,7 @@ to the earlier child, so the result is exact and deterministic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,13 +42,19 @@ def water_fill(amount: int, caps: Sequence[int], weights: Sequence[Fraction]) ->
 
     Entries with zero weight or zero cap get nothing. Returns the integer shares; their sum is
     `min(amount, sum of caps of entries with weight > 0)`.
+
+    Exact: the weights are scaled to integers (by their denominators' least common multiple,
+    which keeps every proportion), so each entry's exact slice is `amount * w / total` as an
+    integer quotient and remainder, without fraction arithmetic.
     """
     shares = [0] * len(caps)
     active = [i for i, cap in enumerate(caps) if cap > 0 and weights[i] > 0]
+    scale = math.lcm(*(weights[i].denominator for i in active)) if active else 1
+    whole = {i: int(weights[i] * scale) for i in active}
     while amount > 0 and active:
-        total_weight = sum(weights[i] for i in active)
-        exact = {i: amount * weights[i] / total_weight for i in active}
-        saturated = [i for i in active if exact[i] >= caps[i] - shares[i]]
+        total = sum(whole[i] for i in active)
+        # Entry i's exact slice is amount * whole[i] / total.
+        saturated = [i for i in active if amount * whole[i] >= (caps[i] - shares[i]) * total]
         if saturated:
             # Fill the entries that want less than their slice, then share the rest again.
             for i in saturated:
@@ -55,11 +62,11 @@ def water_fill(amount: int, caps: Sequence[int], weights: Sequence[Fraction]) ->
                 shares[i] = caps[i]
             active = [i for i in active if i not in saturated]
             continue
-        floors = {i: int(exact[i]) for i in active}
+        parts = {i: divmod(amount * whole[i], total) for i in active}
         for i in active:
-            shares[i] += floors[i]
-        leftover = amount - sum(floors.values())
-        by_remainder = sorted(active, key=lambda i: (-(exact[i] - floors[i]), i))
+            shares[i] += parts[i][0]
+        leftover = amount - sum(floor for floor, _ in parts.values())
+        by_remainder = sorted(active, key=lambda i: (-parts[i][1], i))
         for i in by_remainder[:leftover]:
             shares[i] += 1
         break

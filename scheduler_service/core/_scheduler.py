@@ -100,7 +100,7 @@ class Scheduler:
                     f"started {name!r}: pod on {pod.node!r} with GPUs {list(pod.gpus)} does not "
                     "match the cluster's nodes"
                 )
-        del world.pending[name]
+        world.remove_pending(name)
         world.place(running)
 
     def evicting(self, name: str) -> None:
@@ -121,7 +121,7 @@ class Scheduler:
         """A workload is gone for good (completed, failed or deleted), in whatever state."""
         world = self._current()
         if name in world.pending:
-            del world.pending[name]
+            world.remove_pending(name)
         elif name in world.placed:
             world.unplace(name)
         else:

@@ -20,11 +20,12 @@ from scheduler_service.core._model import (
     WorkloadState,
     gpus_to_milli,
 )
+from scheduler_service.core._pending import PendingIndex, Target
 from scheduler_service.core._placement import shape
 from scheduler_service.core._state import CycleState
 from scheduler_service.core._targets import Targets
 
-__all__ = ["Entitlement", "Tally", "TallyKey", "Target", "World", "count_gpus", "tally_key"]
+__all__ = ["Entitlement", "Tally", "TallyKey", "World", "count_gpus", "tally_key"]
 
 
 class Entitlement(NamedTuple):
@@ -36,20 +37,6 @@ class Entitlement(NamedTuple):
     """Whether the queue lists the pool (else the defaults apply)."""
     limited: bool
     """Whether the queue or an ancestor has a limit in the pool."""
-
-
-class Target(NamedTuple):
-    """What phase 0 finds for a pending workload; a world keeps it while the workload waits."""
-
-    workload: Workload
-    pools: str | list[str]
-    """The pools it may use, in order of preference, or what its user must fix."""
-    shape: int
-    """Its placement shape, as a number (`World.shape_id`)."""
-    charges: tuple[int, ...]
-    """What it charges in each of `pools` (milli-GPUs)."""
-    plain: bool
-    """One pool, preemptible, no limit on its queue or above: no queue gate can apply."""
 
 
 TallyKey = tuple[str | None, int, bool]
@@ -97,21 +84,21 @@ class World:
         self._entitlements: dict[tuple[str, str], Entitlement] = {}
         self.fair_share_memo: dict[str, tuple[object, dict[str, int]]] = {}
         """Per pool, the last fair-share inputs and result (`_Cycle._fair_shares`)."""
-        self.target_memo: dict[str, Target] = {}
-        """`target_of` each workload pending at the last cycle."""
         self._shape_ids: dict[tuple[object, ...], int] = {}
         self.reclaim_tally: dict[str, Tally] = {}
         """Per pool, every placed workload reclaim could take, whatever its runtime."""
         self.latest_start = 0.0
         """No placed workload started after this (0 or later): min-runtime checks are moot
         for a cycle at or after it when no queue has a minimum runtime."""
-        self.pending: dict[str, Workload] = {}
+        self.waiting = PendingIndex(self._target_of)
+        self.pending: dict[str, Workload] = self.waiting.workloads
+        """Every pending workload by name (read only: `add_pending`, `remove_pending`)."""
         self.placed: dict[str, Workload] = {}
         self.placed_by_pool: dict[str, dict[str, Workload]] = {}
         self.placed_by_queue_pool: dict[tuple[str, str], dict[str, Workload]] = {}
         for workload in snapshot.workloads:
             if workload.state is WorkloadState.PENDING:
-                self.pending[workload.name] = workload
+                self.add_pending(workload)
             else:
                 self._index(workload)
 
@@ -131,11 +118,8 @@ class World:
             )
         return found
 
-    def target_of(self, workload: Workload) -> Target:
-        """Phase 0's facts about `workload`, from the memo when it is the same object."""
-        found = self.target_memo.get(workload.name)
-        if found is not None and found.workload is workload:
-            return found
+    def _target_of(self, workload: Workload) -> Target:
+        """Phase 0's verdict on `workload`, with what the cycle reads of it (`Target`)."""
         pools = self.targets.check(workload)
         charges = (
             () if isinstance(pools, str) else tuple(self.state.charge(workload, p) for p in pools)
@@ -146,7 +130,7 @@ class World:
             and workload.is_preemptible
             and not self.entitlement(workload.queue, pools[0]).limited
         )
-        return Target(workload, pools, self.shape_id(workload), charges, plain)
+        return Target(pools, self.shape_id(workload), charges, plain)
 
     def shape_id(self, workload: Workload) -> int:
         """A number per placement shape (`_placement.shape`): equal shapes, equal numbers."""
@@ -164,13 +148,18 @@ class World:
 
     def sorted_pending(self) -> list[Workload]:
         """Pending workloads by name."""
-        return sorted(self.pending.values(), key=lambda w: w.name)
+        pending = self.pending
+        return [pending[name] for name in self.waiting.names]
 
     # -- incremental changes (used by Scheduler) ------------------------------------------
 
     def add_pending(self, workload: Workload) -> None:
         """A new PENDING workload."""
-        self.pending[workload.name] = workload
+        self.waiting.add(workload)
+
+    def remove_pending(self, name: str) -> Workload:
+        """A PENDING workload stops waiting (it starts, or is gone); returns it."""
+        return self.waiting.remove(name)
 
     def place(self, workload: Workload) -> None:
         """A workload becomes RUNNING or EVICTING with its allocation (it is not in the world)."""

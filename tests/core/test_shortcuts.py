@@ -6,9 +6,9 @@ from GPU counts the world keeps between cycles when minimum runtimes cannot matt
 placement of a shape that already failed in phase 3 (`_fails_for_good`), the rest of a queue
 that can change nothing (`_inert`), the reclaim checks of a queue none of whose workloads may
 reclaim (`_none_entitled`), the reserved nodes read off the pool's buckets (`_fullest_nodes`),
-one reason and one holder search per shape in phase 6, and the fullest node read off the
-buckets. Each test turns the shortcuts off and compares plans: the fast algorithm checked
-against the naive one.
+one reason per class of workloads and one holder search per shape in phase 6, and the fullest
+node read off the buckets. Each test turns the shortcuts off and compares plans: the fast
+algorithm checked against the naive one.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def plain_searches() -> Iterator[None]:
         patch.setattr(_Cycle, "_runtime_moot", lambda self: False)
         patch.setattr(_Cycle, "_inert", lambda self, shapes: False)
         patch.setattr(_Cycle, "_none_entitled", lambda self, queue, pool: False)
+        patch.setattr(_Cycle, "_reason_by_class", lambda self, name: False)
         patch.setattr(
             _Cycle,
             "_reason",
