@@ -11,7 +11,7 @@ from pathlib import Path
 
 from scheduler_service.api import ApiSettings, create_app
 from tests.api.support import FakeActions, FakeAuthorizer, FakeWebhooks, cluster_status
-from tests.scenarios.test_golden import _compare
+from tests.golden import compare
 
 GOLDEN = Path(__file__).parents[2] / "docs" / "openapi.json"
 
@@ -29,7 +29,7 @@ def _schema_text() -> str:
 
 
 def test_openapi_schema_matches_the_committed_one() -> None:
-    _compare(_schema_text(), GOLDEN)
+    compare(_schema_text(), GOLDEN)
 
 
 def test_the_schema_does_not_depend_on_the_settings() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helm import _golden
+from tests import golden
 from tests.helm._chart import TESTDATA, normalise, render_text
 
 VALUES = sorted(TESTDATA.glob("*.values.yaml"))
@@ -29,7 +29,7 @@ def test_there_are_values_files() -> None:
 
 @pytest.mark.parametrize("values", VALUES, ids=lambda path: path.name.removesuffix(".values.yaml"))
 def test_render_matches_golden(values: Path) -> None:
-    _golden.compare(normalise(render_text(values)), _golden_of(values))
+    golden.compare(normalise(render_text(values)), _golden_of(values))
 
 
 def test_every_golden_has_its_values_file() -> None:

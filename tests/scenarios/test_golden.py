@@ -7,14 +7,13 @@ golden as carefully as code: each scenario's header comment says what should hap
 
 from __future__ import annotations
 
-import difflib
-import os
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from scheduler_service.sim import bundled_scenario, load_scenario, render_report, run_scenario
+from tests.golden import compare
 
 TESTDATA = Path(__file__).parent / "testdata"
 SCENARIOS = sorted(TESTDATA.glob("*.toml"))
@@ -22,33 +21,6 @@ SCENARIOS = sorted(TESTDATA.glob("*.toml"))
 
 def _golden_of(scenario: Path) -> Path:
     return scenario.with_suffix(".golden.txt")
-
-
-def _updating() -> bool:
-    return os.environ.get("AISTACK_UPDATE_GOLDEN") == "1" and "CI" not in os.environ
-
-
-def _compare(actual: str, golden: Path) -> None:
-    if _updating():
-        golden.write_text(actual, encoding="utf-8")
-        return
-    if not golden.exists():
-        pytest.fail(f"no golden {golden.name}; create it with AISTACK_UPDATE_GOLDEN=1")
-    expected = golden.read_text(encoding="utf-8")
-    if actual != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                actual.splitlines(keepends=True),
-                fromfile=f"{golden.name} (golden)",
-                tofile="actual",
-            )
-        )
-        pytest.fail(
-            f"{golden.name} differs from the replay:\n{diff}\n"
-            "If the change is intended, regenerate with AISTACK_UPDATE_GOLDEN=1 and review it.",
-            pytrace=False,
-        )
 
 
 def test_there_are_scenarios() -> None:
@@ -61,7 +33,7 @@ def test_scenario_matches_golden(path: Path) -> None:
 
     submitted = {o.workload for o in result.outcomes}
     assert len(submitted) == len(result.outcomes), "every workload has exactly one outcome"
-    _compare(render_report(result), _golden_of(path))
+    compare(render_report(result), _golden_of(path))
 
 
 def test_bundled_demo_scenario_matches_the_same_golden() -> None:

@@ -1,7 +1,7 @@
-"""Golden files: compared in every run, rewritten only on request.
+"""Golden files (scenario reports, chart renders, the OpenAPI schema): compared in every run.
 
-`AISTACK_UPDATE_GOLDEN=1` rewrites them, never when `CI` is set, so CI always compares (the
-same switch as tests/scenarios). Read a regenerated golden's diff as carefully as code.
+`AISTACK_UPDATE_GOLDEN=1` rewrites them, never when `CI` is set, so CI always compares. Read a
+regenerated golden's diff as carefully as code.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def compare(actual: str, golden: Path) -> None:
             )
         )
         pytest.fail(
-            f"{golden.name} differs from the render:\n{diff}\n"
+            f"{golden.name} differs from what the test produced:\n{diff}\n"
             "If the change is intended, regenerate with AISTACK_UPDATE_GOLDEN=1 and review it.",
             pytrace=False,
         )
