@@ -110,7 +110,6 @@ class _Cycle:
         self.policy = world.policy
         self.queues = world.queues
         self.state = world.state
-        self.all_pending = world.sorted_pending()
         self.waiting = world.waiting
         self.pools_for = self.waiting.pools_for
         self.shape_of = self.waiting.shape_of
@@ -321,7 +320,7 @@ class _Cycle:
         if not workload.request.is_slice:
             return None
         if self._scorer is None:
-            workloads = [*self.all_pending, *self.world.placed.values()]
+            workloads = [*self.world.sorted_pending(), *self.world.placed.values()]
             self._scorer = Fragmentation(ShapeMix.of_workloads(workloads))
         return self._scorer
 
@@ -905,25 +904,28 @@ class _Cycle:
         for _, workload, pool in self.nominated.values():
             self.state.account(workload, pool, -1)  # the beneficiary is not running yet
         self._reserved_by = {r.workload: r for r in self.reservations}
-        pending = []
         # Most workloads wait for a reason that follows from their (queue, first pool, shape)
-        # alone (`_reason`): worked out once per such class, not per workload.
-        by_class: dict[tuple[str, str, int], Reason] = {}
-        class_of = self.waiting.class_of
-        for workload in self.all_pending:
-            name = workload.name
-            if name in self.admitted:
-                continue
-            nominee = self.nominated.get(name)
-            reason = nominee[0] if nominee is not None else self.reasons.get(name)
-            if reason is None:
-                if not self._reason_by_class(name):
-                    reason = self._reason(workload)
-                else:
-                    reason = by_class.get(class_of[name])
-                    if reason is None:
-                        reason = by_class[class_of[name]] = self._reason(workload)
-            pending.append(Pending(name, reason))
+        # alone (`_reason`): worked out once per such class and handed to its members, then
+        # the few with a reason of their own are set apart.
+        own = self._own_reasons()
+        workloads = self.waiting.workloads
+        by_class = {}
+        for kind, members in self.waiting.classes.items():
+            sample = next((name for name in members if name not in own), None)
+            if sample is not None:
+                by_class[kind] = self._reason(workloads[sample])
+        reason_of = {
+            name: by_class[kind] for name, kind in self.waiting.class_of.items() if kind in by_class
+        }
+        for name in own:
+            if name not in self.admitted and name not in self.nominated:
+                reason_of[name] = self._reason(workloads[name])
+        reason_of.update(self.reasons)
+        reason_of.update((name, entry[0]) for name, entry in self.nominated.items())
+        admitted = self.admitted
+        pending = [
+            Pending(name, reason_of[name]) for name in self.waiting.names if name not in admitted
+        ]
         admissions = tuple(
             Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
         )
@@ -935,12 +937,12 @@ class _Cycle:
             shares=self._queue_shares(),
         )
 
-    def _reason_by_class(self, name: str) -> bool:
-        """Whether the reason of a workload neither nominated nor gated follows from its class.
+    def _own_reasons(self) -> set[str]:
+        """Pending workloads whose reason may not follow from their class alone.
 
-        So it does when phase 4 noted nothing for it alone and it holds no reservation.
+        Those phase 4 noted something for, and those holding a reservation.
         """
-        return name not in self.notes and name not in self._reserved_by
+        return self.notes.keys() | self._reserved_by.keys()
 
     def _reason(self, workload: Workload) -> Reason:
         """Why a workload neither nominated nor held back by a gate waits.

@@ -75,6 +75,8 @@ class PendingIndex:
         self.class_of: dict[str, tuple[str, str, int]] = {}
         """Per workload, its (queue, first pool, shape): what phase 6 says of most workloads
         depends on that only."""
+        self.classes: dict[tuple[str, str, int], set[str]] = {}
+        """The workloads of each class (`class_of`)."""
         self._keys: dict[str, list[OrderKey]] = {}
         self._targets: dict[str, Target] = {}
 
@@ -92,7 +94,8 @@ class PendingIndex:
         self.pools_for[name] = pools
         self.shape_of[name] = target.shape
         queue = workload.queue
-        self.class_of[name] = (queue, pools[0], target.shape)
+        self.class_of[name] = kind = (queue, pools[0], target.shape)
+        self.classes.setdefault(kind, set()).add(name)
         key = workload_order(workload)
         keys = self._keys.setdefault(queue, [])
         at = bisect_left(keys, key)
@@ -107,7 +110,12 @@ class PendingIndex:
         if self.invalid.pop(name, None) is not None:
             return workload
         target = self._targets.pop(name)
-        del self.pools_for[name], self.shape_of[name], self.class_of[name]
+        del self.pools_for[name], self.shape_of[name]
+        kind = self.class_of.pop(name)
+        members = self.classes[kind]
+        members.discard(name)
+        if not members:
+            del self.classes[kind]
         queue = workload.queue
         keys = self._keys[queue]
         at = bisect_left(keys, workload_order(workload))

@@ -39,7 +39,7 @@ def plain_searches() -> Iterator[None]:
         patch.setattr(_Cycle, "_runtime_moot", lambda self: False)
         patch.setattr(_Cycle, "_inert", lambda self, shapes: False)
         patch.setattr(_Cycle, "_none_entitled", lambda self, queue, pool: False)
-        patch.setattr(_Cycle, "_reason_by_class", lambda self, name: False)
+        patch.setattr(_Cycle, "_own_reasons", lambda self: set(self.waiting.class_of))
         patch.setattr(
             _Cycle,
             "_reason",
