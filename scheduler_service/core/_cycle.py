@@ -223,8 +223,8 @@ class _Cycle:
         by_queue = {queue: deque(items) for queue, items in self._in_order.items()}
         shapes_left = {
             queue: None
-            if self.waiting.not_plain[queue]
-            else Counter(self.waiting.plain_shapes[queue])
+            if self.waiting.not_simple[queue]
+            else Counter(self.waiting.simple_shapes[queue])
             for queue in by_queue
         }
         heap = [(self._queue_key(queue, items[0]), queue) for queue, items in by_queue.items()]
@@ -235,11 +235,12 @@ class _Cycle:
             items = by_queue[queue]
             shapes = shapes_left[queue]
             while items:
-                if queue in blocked_heads and self._inert(shapes):
-                    break  # the rest of the queue leaves the order: it would change nothing
+                if queue in blocked_heads and self._inert(queue, shapes):
+                    self._gate_all(queue, items)  # the rest leaves the order: it changes nothing
+                    break
                 workload = items.popleft()
                 if shapes is not None:
-                    key = (self.pools_for[workload.name][0], self.shape_of[workload.name])
+                    key = self.waiting.simple_key[workload.name]
                     shapes[key] -= 1
                     if not shapes[key]:
                         del shapes[key]
@@ -253,14 +254,41 @@ class _Cycle:
                     heapq.heappush(heap, entry)
                     break
 
-    def _inert(self, shapes: Counter[tuple[str, int]] | None) -> bool:
+    def _inert(self, queue: str, shapes: Counter[tuple[str, int, int]] | None) -> bool:
         """Whether what is left of a queue whose head is blocked can change nothing in phase 3.
 
-        True when it is all plain (`Target.plain`: no gate applies, so no reason is set) and
-        every (pool, shape) of it already failed to place for good: each would be tried, fail
-        and leave everything as it was, so it is not tried one by one.
+        True when it is all simple (`Target.simple`: at most the queue's own limit gates it)
+        and each (pool, shape, charge) of it either already failed to place for good or goes
+        past the queue's limit: each would be tried and fail, gated or not placed, and leave
+        everything as it was but its gate reason (`_gate_all`). The queue's holdings do not
+        change meanwhile, for nothing of it is admitted.
         """
-        return shapes is not None and all(shape in self._unplaceable for shape in shapes)
+        if shapes is None:
+            return False
+        for pool, shape, charge in shapes:
+            if (pool, shape) in self._unplaceable:
+                continue
+            limit = self.world.entitlement(queue, pool).limit
+            if limit is None or self.state.allocated(queue, pool) + charge <= limit:
+                return False
+        return True
+
+    def _gate_all(self, queue: str, items: Iterable[Workload]) -> None:
+        """Give `_gate`'s reason to each of `items` (simple, of `queue`) its limit holds back.
+
+        One value per (pool, charge), as the queue's holdings stand (they do not change while
+        nothing of the queue is admitted).
+        """
+        if not self.waiting.not_plain[queue]:
+            return  # every one plain: no limit, no gate
+        gated: dict[tuple[str, int], Reason | None] = {}
+        for workload in items:
+            pool, _, charge = self.waiting.simple_key[workload.name]
+            if (pool, charge) not in gated:
+                gated[pool, charge] = self._gate(workload, pool)
+            reason = gated[pool, charge]
+            if reason is not None:
+                self.reasons[workload.name] = reason
 
     def _queue_key(self, queue: str, head: Workload) -> _QueueKey:
         """Within quota first, then furthest below fair share, then queue priority, then name.

@@ -37,8 +37,10 @@ class Target(NamedTuple):
     """Its placement shape, as a number: equal shapes fit (or fail) on the same nodes."""
     charges: tuple[int, ...]
     """What it charges in each of `pools` (milli-GPUs)."""
+    simple: bool
+    """One pool, preemptible, no limit above its own queue: at most its queue's limit gates it."""
     plain: bool
-    """One pool, preemptible, no limit on its queue or above: no queue gate can apply."""
+    """Simple, and no limit on its queue either: no queue gate can apply."""
 
 
 class PendingIndex:
@@ -64,10 +66,14 @@ class PendingIndex:
         """The others, per queue, in queue order (`workload_order`)."""
         self.demand: dict[tuple[str, str], int] = {}
         """What the others ask, by (queue, pool), in every pool they accept (milli-GPUs)."""
+        self.not_simple: Counter[str] = Counter()
+        """Per queue, how many of its workloads are not simple (`Target.simple`)."""
         self.not_plain: Counter[str] = Counter()
         """Per queue, how many of its workloads are not plain (`Target.plain`)."""
-        self.plain_shapes: dict[str, Counter[tuple[str, int]]] = {}
-        """Per queue, its plain workloads by (pool, shape)."""
+        self.simple_key: dict[str, tuple[str, int, int]] = {}
+        """Per simple workload, its (pool, shape, charge)."""
+        self.simple_shapes: dict[str, Counter[tuple[str, int, int]]] = {}
+        """Per queue, its simple workloads by (pool, shape, charge)."""
         self.plain_needs: dict[tuple[str, str], Counter[int]] = {}
         """Per (queue, pool), its plain workloads by charge."""
         self.first_pools: dict[str, Counter[str]] = {}
@@ -134,10 +140,18 @@ class PendingIndex:
         _change(self.first_pools.setdefault(queue, Counter()), target.pools[0], sign)
         if not target.plain:
             _change(self.not_plain, queue, sign)
+        if not target.simple:
+            _change(self.not_simple, queue, sign)
             return
-        pool = target.pools[0]
-        _change(self.plain_shapes.setdefault(queue, Counter()), (pool, target.shape), sign)
-        _change(self.plain_needs.setdefault((queue, pool), Counter()), target.charges[0], sign)
+        pool, charge = target.pools[0], target.charges[0]
+        key = (pool, target.shape, charge)
+        if sign > 0:
+            self.simple_key[workload.name] = key
+        else:
+            del self.simple_key[workload.name]
+        _change(self.simple_shapes.setdefault(queue, Counter()), key, sign)
+        if target.plain:
+            _change(self.plain_needs.setdefault((queue, pool), Counter()), charge, sign)
 
 
 def _change(counts: dict[_K, int], key: _K, by: int) -> None:

@@ -124,13 +124,12 @@ class World:
         charges = (
             () if isinstance(pools, str) else tuple(self.state.charge(workload, p) for p in pools)
         )
-        plain = (
-            not isinstance(pools, str)
-            and len(pools) == 1
-            and workload.is_preemptible
-            and not self.entitlement(workload.queue, pools[0]).limited
-        )
-        return Target(pools, self.shape_id(workload), charges, plain)
+        simple = plain = False
+        if not isinstance(pools, str) and len(pools) == 1 and workload.is_preemptible:
+            parent = self.queues[workload.queue].parent
+            simple = parent is None or not self.entitlement(parent, pools[0]).limited
+            plain = simple and self.entitlement(workload.queue, pools[0]).limit is None
+        return Target(pools, self.shape_id(workload), charges, simple, plain)
 
     def shape_id(self, workload: Workload) -> int:
         """A number per placement shape (`_placement.shape`): equal shapes, equal numbers."""

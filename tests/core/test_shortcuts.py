@@ -37,7 +37,7 @@ def plain_searches() -> Iterator[None]:
         patch.setattr(ReclaimRoom, "may_fit", lambda self, workload, pool: True)
         patch.setattr(_cycle, "_fails_for_good", lambda workload: False)
         patch.setattr(_Cycle, "_runtime_moot", lambda self: False)
-        patch.setattr(_Cycle, "_inert", lambda self, shapes: False)
+        patch.setattr(_Cycle, "_inert", lambda self, queue, shapes: False)
         patch.setattr(_Cycle, "_none_entitled", lambda self, queue, pool: False)
         patch.setattr(_Cycle, "_own_reasons", lambda self: set(self.waiting.class_of))
         patch.setattr(
