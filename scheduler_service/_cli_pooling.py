@@ -107,6 +107,7 @@ def run_pooling_command(args: argparse.Namespace) -> int:
                 policies,
                 settings,
                 clock=time.perf_counter,
+                cpu_clock=time.process_time,
                 say=lambda line: print(line, file=sys.stderr, flush=True),
             )
         except SimulationError as error:

@@ -2,7 +2,8 @@
 
 `run_pooling` replays the trace under each policy at each load (native size, or the cluster
 scaled to an offered load) and times each replay with the clock it is given (the CLI passes
-`time.perf_counter`; the replay itself never reads a clock). `render_table` gives the text the
+`time.perf_counter`, and `time.process_time` for CPU time; the replay itself never reads a
+clock). `render_table` gives the text the
 CLI prints; `write_outputs` writes `pooling.json` and the plots (matplotlib, Agg backend) into a
 folder. The Helios artifact's published Philly figures are quoted beside ours for context.
 """
@@ -32,13 +33,14 @@ HELIOS = {
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """One load: its cluster, each policy's replay and figures, and each replay's wall time."""
+    """One load: its cluster, each policy's replay and figures, each replay's wall and CPU time."""
 
     label: str
     cluster: Cluster
     runs: list[PolicyRun]
     figures: list[PolicyFigures]
     wall_seconds: list[float]
+    cpu_seconds: list[float]
 
 
 def load_label(load: float | None) -> str:
@@ -53,30 +55,37 @@ def run_pooling(
     settings: ReplaySettings,
     *,
     clock: Callable[[], float],
+    cpu_clock: Callable[[], float] | None = None,
     say: Callable[[str], None] = lambda _line: None,
 ) -> list[LoadResult]:
-    """Replay `trace` under every policy at every load; `say` gets one line of progress."""
+    """Replay `trace` under every policy at every load; `say` gets one line of progress.
+
+    Each replay is timed by `clock` (wall) and `cpu_clock` (this process's CPU time, which
+    other jobs on a shared machine inflate less; 0 without one).
+    """
     results = []
     for load in loads:
         cluster = scale_cluster(trace, load)
         label = load_label(load)
-        runs, figures, walls = [], [], []
+        runs, figures, walls, cpus = [], [], [], []
         for policy in policies:
             say(f"{label}: {policy} on {cluster.gpus} GPUs (offered {cluster.offered_load:.0%})")
             start = clock()
+            cpu_start = cpu_clock() if cpu_clock else 0.0
 
             def progress(now: float, finished: int, *, _start: float = start) -> None:
                 say(f"  day {now / 86_400:5.1f}: {finished} finished, {clock() - _start:.0f} s")
 
             run = run_policy(trace, cluster, policy, settings, progress=progress)
             walls.append(clock() - start)
+            cpus.append(cpu_clock() - cpu_start if cpu_clock else 0.0)
             say(
                 f"  done: {run.cycles} cycles ({run.skipped_cycles} idle ones skipped) "
-                f"in {walls[-1]:.1f} s"
+                f"in {walls[-1]:.1f} s ({cpus[-1]:.1f} s CPU)"
             )
             runs.append(run)
             figures.append(figures_of(run))
-        results.append(LoadResult(label, cluster, runs, figures, walls))
+        results.append(LoadResult(label, cluster, runs, figures, walls, cpus))
     return results
 
 
@@ -89,16 +98,18 @@ def render_table(results: Sequence[LoadResult]) -> str:
             f"offered load {result.cluster.offered_load:.1%}",
             f"{'policy':<8} {'JCT avg':>8} {'med':>7} {'p99':>8} {'queue avg':>9} {'med':>7} "
             f"{'p99':>8} {'util':>6} {'idle-wait':>10} {'jain':>5} {'preempt':>7} "
-            f"{'lost':>8} {'wall':>6}",
+            f"{'lost':>8} {'wall':>6} {'cpu':>6}",
         ]
-        for figures, wall in zip(result.figures, result.wall_seconds, strict=True):
+        for figures, wall, cpu in zip(
+            result.figures, result.wall_seconds, result.cpu_seconds, strict=True
+        ):
             o = figures.overall
             lines.append(
                 f"{figures.policy:<8} {_h(o.jct_avg_s):>8} {_h(o.jct_median_s):>7} "
                 f"{_h(o.jct_p99_s):>8} {_h(o.queue_avg_s):>9} {_h(o.queue_median_s):>7} "
                 f"{_h(o.queue_p99_s):>8} {o.utilisation:>6.1%} "
                 f"{figures.idle_waiting_gpu_hours:>10,.0f} {figures.jain_index:>5.2f} "
-                f"{o.preemptions:>7,} {o.lost_gpu_hours:>8,.0f} {wall:>5.0f}s"
+                f"{o.preemptions:>7,} {o.lost_gpu_hours:>8,.0f} {wall:>5.0f}s {cpu:>5.0f}s"
             )
         lines += _targets(result) + _per_vc(result) + [""]
     lines.append("times in hours; idle-wait and lost in GPU-hours; util = GPU time held / capacity")
@@ -166,6 +177,7 @@ def write_outputs(
                 "load": result.label,
                 "vc_nodes": dict(result.cluster.vc_nodes),
                 "wall_seconds": result.wall_seconds,
+                "cpu_seconds": result.cpu_seconds,
                 "policies": [figures.to_dict() for figures in result.figures],
             }
             for result in results
