@@ -3,11 +3,13 @@
     aistack sim pooling [--data DIR] [--load native|0.5|0.7|0.9 ...]
                         [--policies static,fifo,aistack] [--checkpoint-minutes 30]
                         [--cycle-seconds 60] [--limit-jobs N] [--check-plans] [--out DIR]
+                        [--faults-seed N [--patch-failure P] [--pod-crash P]]
 
 Progress goes to stderr, each load's table to stdout as it finishes; `pooling.json` (every load
-finished so far) and the plots go to `--out` after each load.
+finished so far) and the plots go to `--out` after each load. With faults (`_cli_faults`),
+every plan is checked as with `--check-plans`.
 Exit status 2 for a usage error or an invalid trace (one line naming the file and line), 1 if a
-plan breaks an invariant (with `--check-plans`).
+plan breaks an invariant, with the command that replays that load.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from scheduler_service._cli_faults import add_fault_arguments, faults_from, replay_command
 from scheduler_service.sim._inputs import SimulationError
 from scheduler_service.sim._philly import TraceError, load_philly
 from scheduler_service.sim._pooling import POLICIES
@@ -60,6 +63,7 @@ def add_pooling_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--check-plans", action="store_true", help="check every plan's invariants (slower)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results and plots")
+    add_fault_arguments(parser)
 
 
 def run_pooling_command(args: argparse.Namespace) -> int:
@@ -70,12 +74,13 @@ def run_pooling_command(args: argparse.Namespace) -> int:
         unknown = [p for p in policies if p not in POLICIES]
         if unknown or not policies:
             raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+        faults = faults_from(args)
         settings = ReplaySettings(
             cycle_seconds=args.cycle_seconds,
             eviction_grace_seconds=args.grace_seconds,
             checkpoint_seconds=args.checkpoint_minutes * 60 if args.checkpoint_minutes else None,
             restart_seconds=args.restart_seconds,
-            check_plans=args.check_plans,
+            check_plans=args.check_plans or faults is not None,
         )
         trace = load_philly(args.data, limit_jobs=args.limit_jobs)
     except (ValueError, TraceError) as error:
@@ -97,6 +102,7 @@ def run_pooling_command(args: argparse.Namespace) -> int:
         },
         "machine": f"{platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}",
+        "faults": None if faults is None else repr(faults),
     }
     results: list[LoadResult] = []
     for load in loads:  # one load at a time, so a long run leaves every finished load on disk
@@ -109,14 +115,56 @@ def run_pooling_command(args: argparse.Namespace) -> int:
                 clock=time.perf_counter,
                 cpu_clock=time.process_time,
                 say=lambda line: print(line, file=sys.stderr, flush=True),
+                faults=faults,
             )
         except SimulationError as error:
-            print(f"aistack: the simulation stopped (a scheduler bug):\n{error}", file=sys.stderr)
+            print(
+                f"aistack: the simulation stopped (a scheduler bug):\n{error}\n"
+                f"replay it with: {replay_command(_arguments(args, load))}",
+                file=sys.stderr,
+            )
             return 1
         print(render_table(results[-1:]), end="", flush=True)
         for path in write_outputs(results, args.out, meta=meta):
             print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _arguments(args: argparse.Namespace, load: float | None) -> list[str]:
+    """The arguments of `aistack` that replay `args` at one `load` (None: native)."""
+    arguments = [
+        "sim",
+        "pooling",
+        "--data",
+        str(args.data),
+        "--load",
+        "native" if load is None else f"{load:g}",
+        "--policies",
+        args.policies,
+        "--checkpoint-minutes",
+        f"{args.checkpoint_minutes:g}",
+        "--restart-seconds",
+        f"{args.restart_seconds:g}",
+        "--cycle-seconds",
+        f"{args.cycle_seconds:g}",
+        "--grace-seconds",
+        f"{args.grace_seconds:g}",
+        "--check-plans",
+        "--out",
+        str(args.out),
+    ]
+    if args.limit_jobs is not None:
+        arguments += ["--limit-jobs", str(args.limit_jobs)]
+    if args.faults_seed is not None:
+        arguments += [
+            "--faults-seed",
+            str(args.faults_seed),
+            "--patch-failure",
+            f"{args.patch_failure:g}",
+            "--pod-crash",
+            f"{args.pod_crash:g}",
+        ]
+    return arguments
 
 
 def _load(text: str) -> float:

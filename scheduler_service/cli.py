@@ -1,14 +1,16 @@
 """`aistack`: run the scheduling core on a simulated cluster from the command line.
 
     aistack demo [--scenario PATH]   the three-researchers story (or PATH), explained
-    aistack scenario PATH            any scenario file: its timeline and queue summary
+    aistack scenario PATH [faults]   any scenario file: its timeline and queue summary
     aistack sim pooling [...]        Experiment 2 on the Philly trace (see `_cli_pooling`)
     aistack sim fragmentation [...]  Experiment 1 on openb (see `_cli_fragmentation`)
     aistack serve [...]              the scheduler service on Kubernetes (see `_cli_serve`)
 
-Exit status: 0 on success; 2 for a usage error or a missing or invalid scenario file (one line
-on stderr saying what is wrong, no traceback); 1 if the simulation itself stops, which means a
-plan broke one of the scheduler's invariants: a bug to report, with the message shown.
+`scenario` and `sim pooling` take seeded faults (`--faults-seed N --patch-failure P
+--pod-crash P`, see `_cli_faults`). Exit status: 0 on success; 2 for a usage error or a missing
+or invalid scenario file (one line on stderr saying what is wrong, no traceback); 1 if the
+simulation itself stops, which means a plan broke one of the scheduler's invariants: a bug to
+report, with the message shown and the command that replays it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import sys
 import textwrap
 
+from scheduler_service._cli_faults import add_fault_arguments, faults_from, replay_command
 from scheduler_service._cli_fragmentation import (
     add_fragmentation_parser,
     run_fragmentation_command,
@@ -51,9 +54,10 @@ service runs decides, and each of its plans is checked against the scheduler's i
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with `argv` (default: `sys.argv[1:]`); return the exit status."""
+    arguments = sys.argv[1:] if argv is None else argv
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.command == "sim" and args.sim_command == "pooling":
@@ -63,19 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve_command(args)
     try:
+        faults = faults_from(args) if args.command == "scenario" else None
         if args.command == "demo":
             scenario = load_scenario(args.scenario) if args.scenario else bundled_scenario(_DEMO)
             print(_demo_header(scenario, bundled=not args.scenario))
         else:
             scenario = load_scenario(args.path)
             print(f"scenario: {scenario.source}\n")
-        print(render_report(run_scenario(scenario)), end="")
-    except ScenarioError as error:
+        print(render_report(run_scenario(scenario, faults)), end="")
+    except (ScenarioError, ValueError) as error:
         print(f"aistack: error: {error}", file=sys.stderr)
         return 2
     except SimulationError as error:
         print(
-            f"aistack: the simulation stopped (a scheduler bug; please report it):\n{error}",
+            f"aistack: the simulation stopped (a scheduler bug; please report it):\n{error}\n"
+            f"replay it with: {replay_command(arguments)}",
             file=sys.stderr,
         )
         return 1
@@ -104,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Replay a scenario TOML file and print its timeline and queue summary.",
     )
     scenario.add_argument("path", metavar="PATH", help="the scenario TOML file")
+    add_fault_arguments(scenario)
     sim = commands.add_parser("sim", help="replay production traces through the core")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="EXPERIMENT")
     add_pooling_parser(sim_commands)

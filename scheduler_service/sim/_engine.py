@@ -320,7 +320,11 @@ class Engine:
     # -- the cycle ------------------------------------------------------------------------
 
     def _cycle(self) -> bool:
-        """Run one cycle and carry out its plan; True if it admitted or evicted anything."""
+        """Run one cycle and carry out its plan; True if that changed or may change anything.
+
+        An admission whose patch failed changes nothing now, but the next cycle tries again and
+        may succeed: unless every patch fails (`patch_failure` 1), where nothing ever will.
+        """
         self._cycles += 1
         self._next_cycle = self._cycle_index() + 1
         self._crash_pods()
@@ -334,10 +338,15 @@ class Engine:
                 f"t={_t(self.now)}: the plan breaks {len(violations)} invariant(s){replay}:"
                 f"\n{lines}"
             )
-        self._carry_out(plan)
-        return bool(plan.admissions or plan.evictions)
+        started = self._carry_out(plan)
+        retry = (
+            bool(plan.admissions) and self._faults is not None and self._faults.patch_failure < 1
+        )
+        return bool(started or plan.evictions or retry)
 
-    def _carry_out(self, plan: Plan) -> None:
+    def _carry_out(self, plan: Plan) -> int:
+        """Carry out `plan`; returns how many admissions were carried out (patches applied)."""
+        started = 0
         for eviction in plan.evictions:
             job = self._job_in(eviction.workload, WorkloadState.RUNNING, "evicts")
             self._stop(job)
@@ -358,12 +367,14 @@ class Engine:
                 self._timeline.append(PatchFailed(self.now, admission.workload))
                 continue
             self._start(job, admission.allocation)
+            started += 1
         for entry in plan.pending:
             job = self._job_in(entry.workload, WorkloadState.PENDING, "lists as pending")
             reason = (entry.reason.code, entry.reason.message)
             if job.reason != reason:
                 job.reason = reason
                 self._timeline.append(Waiting(self.now, entry.workload, *reason))
+        return started
 
     def _interrupt(self, job: _Job) -> None:
         """A placed workload's pods are gone at once (node lost, crash): it waits again.

@@ -35,6 +35,7 @@ from scheduler_service.core import (
 )
 from scheduler_service.sim._decider import Decider, new_decider
 from scheduler_service.sim._gate import IdleGate
+from scheduler_service.sim._inputs import Faults
 from scheduler_service.sim._ledger import Ledger
 from scheduler_service.sim._philly import GPUS_PER_NODE, PhillyTrace
 from scheduler_service.sim._replay import JobRecord, ReplayJob, ReplaySettings, replay
@@ -154,8 +155,12 @@ def run_policy(
     decider_factory: Callable[[list[Node], list[Queue], Policy], Decider] = new_decider,
     skip_idle_cycles: bool = True,
     progress: Callable[[float, int], None] | None = None,
+    faults: Faults | None = None,
 ) -> PolicyRun:
-    """Replay the whole trace under `policy` on `cluster` (idle cycles skipped: see `IdleGate`)."""
+    """Replay the whole trace under `policy` on `cluster` (idle cycles skipped: see `IdleGate`).
+
+    `faults` injects failed patches and crashed pods (see `replay`).
+    """
     nodes = nodes_of(cluster)
     queues = queues_of(policy, cluster)
     decider = decider_factory(nodes, queues, Policy())
@@ -164,7 +169,7 @@ def run_policy(
     window = trace.jobs[-1].submitted_seconds if trace.jobs else 0.0
     ledger = Ledger(total_gpus=cluster.gpus, quotas=quotas, window_end=window)
     jobs = jobs_of(trace, policy)
-    outcome = replay(jobs, decider, ledger, settings, gate=gate, progress=progress)
+    outcome = replay(jobs, decider, ledger, settings, gate=gate, progress=progress, faults=faults)
     return PolicyRun(
         policy, cluster, outcome.records, ledger, outcome.cycles, outcome.skipped_cycles, settings
     )

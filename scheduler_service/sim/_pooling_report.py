@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scheduler_service.sim._inputs import Faults
 from scheduler_service.sim._philly import PhillyTrace
 from scheduler_service.sim._pooling import Cluster, PolicyRun, run_policy, scale_cluster
 from scheduler_service.sim._pooling_metrics import PolicyFigures, figures_of
@@ -57,11 +58,13 @@ def run_pooling(
     clock: Callable[[], float],
     cpu_clock: Callable[[], float] | None = None,
     say: Callable[[str], None] = lambda _line: None,
+    faults: Faults | None = None,
 ) -> list[LoadResult]:
     """Replay `trace` under every policy at every load; `say` gets one line of progress.
 
     Each replay is timed by `clock` (wall) and `cpu_clock` (this process's CPU time, which
-    other jobs on a shared machine inflate less; 0 without one).
+    other jobs on a shared machine inflate less; 0 without one). `faults` injects failures
+    into every replay (see `replay`).
     """
     results = []
     for load in loads:
@@ -76,7 +79,7 @@ def run_pooling(
             def progress(now: float, finished: int, *, _start: float = start) -> None:
                 say(f"  day {now / 86_400:5.1f}: {finished} finished, {clock() - _start:.0f} s")
 
-            run = run_policy(trace, cluster, policy, settings, progress=progress)
+            run = run_policy(trace, cluster, policy, settings, progress=progress, faults=faults)
             walls.append(clock() - start)
             cpus.append(cpu_clock() - cpu_start if cpu_clock else 0.0)
             say(

@@ -16,20 +16,26 @@ Same semantics as `Engine`, shaped for traces of tens of thousands of jobs:
 With an `IdleGate` (`gate`), a cycle that provably can neither admit nor evict is skipped
 (`skipped_cycles` counts them); outcomes are the same. With `check_plans` every plan is checked
 with `check_plan` against the snapshot it was made from; a violation raises `SimulationError`.
-The replay never reads the wall clock.
+
+With `Faults`, failures are drawn from its seed, as the scenario `Engine` draws them: carrying
+out an admission fails with `patch_failure` (the workload stays pending and the next grid
+instant decides again), and at each cycle every running workload's pods crash with `pod_crash`
+(it keeps its work up to its last checkpoint and waits again at once). Every error then names
+the faults, so the run replays. The replay never reads the wall clock.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler_service.core import Plan, Workload, check_plan
 from scheduler_service.sim._decider import Decider
 from scheduler_service.sim._gate import IdleGate
-from scheduler_service.sim._inputs import SimulationError
+from scheduler_service.sim._inputs import Faults, SimulationError
 from scheduler_service.sim._ledger import Ledger
 
 __all__ = ["JobRecord", "ReplayJob", "ReplayOutcome", "ReplaySettings", "replay"]
@@ -85,6 +91,7 @@ class JobRecord:
     done_seconds: float = 0.0
     lost_seconds: float = 0.0
     evictions: int = 0
+    crashes: int = 0
     in_quota: bool = False
     started_at: float = 0.0
     overhead_seconds: float = 0.0
@@ -102,6 +109,7 @@ class ReplayOutcome:
 
 _FINISH = 0
 _GONE = 1
+_RETRY = 2  # no event: a grid instant at which a failed patch is decided again
 
 
 def replay(
@@ -112,14 +120,21 @@ def replay(
     *,
     gate: IdleGate | None = None,
     progress: Callable[[float, int], None] | None = None,
+    faults: Faults | None = None,
 ) -> ReplayOutcome:
     """Replay `jobs` (sorted by submission) through `decider` until nothing can change.
 
     `ledger` receives every change in held and waiting GPUs. `progress(now, finished)` is called
     about every 1,000 cycles. Jobs still waiting at the end (nothing left to happen) have no
-    `finished_at`.
+    `finished_at`. `faults` injects failures (see the module docstring).
     """
-    return _Replay(jobs, decider, ledger, settings, gate=gate, progress=progress).run()
+    replay_ = _Replay(jobs, decider, ledger, settings, gate=gate, progress=progress, faults=faults)
+    try:
+        return replay_.run()
+    except (SimulationError, ValueError) as error:  # ValueError: the core refused a report
+        if faults is None:
+            raise
+        raise SimulationError(f"{error} (replay: {faults})") from error
 
 
 class _Replay:
@@ -132,6 +147,7 @@ class _Replay:
         *,
         gate: IdleGate | None,
         progress: Callable[[float, int], None] | None,
+        faults: Faults | None,
     ) -> None:
         self.jobs = jobs
         self.decider = decider
@@ -145,6 +161,9 @@ class _Replay:
         self.finished = 0
         self.cycles = 0
         self.skipped = 0
+        self.faults = faults
+        self.rng = random.Random(faults.seed if faults else 0)
+        self.running: set[str] = set()
 
     def run(self) -> ReplayOutcome:
         step = self.settings.cycle_seconds
@@ -179,6 +198,8 @@ class _Replay:
         return ReplayOutcome(records, self.cycles, self.skipped)
 
     def _timer(self, at: float, kind: int, name: str, generation: int) -> None:
+        if kind == _RETRY:
+            return  # only brings the clock to a grid instant
         record = self.records[name]
         if record.generation != generation:
             return
@@ -191,6 +212,7 @@ class _Replay:
             if kind == _GONE:
                 self.gate.submitted(job.workload.queue, job.gpus)
         if kind == _FINISH:
+            self.running.discard(name)
             record.lost_seconds += record.overhead_seconds  # the restart made no progress
             record.done_seconds = job.duration_seconds
             record.finished_at = at
@@ -217,14 +239,42 @@ class _Replay:
         self.cycles += 1
         if self.progress is not None and self.cycles % 1000 == 0:
             self.progress(now, self.finished)
+        if self.faults is not None and self.faults.pod_crash:
+            self._crash_pods(now)
         plan = self.decider.cycle(now)
         if self.settings.check_plans:
             self._check(plan, now)
         for eviction in plan.evictions:
             self._evict(eviction.workload, now)
+        retry = False
         for admission in plan.admissions:
+            if self.faults is not None and self.rng.random() < self.faults.patch_failure:
+                retry = True  # the pods were not patched: they wait, decided again next time
+                continue
             self._start(admission.workload, now)
             self.decider.started(admission.workload, admission.allocation, now)
+        if retry and self.faults is not None and self.faults.patch_failure < 1:
+            # Decided again at the next grid instant; when every patch fails, nothing ever runs.
+            heapq.heappush(self.timers, (now + self.settings.cycle_seconds, _RETRY, "", 0))
+
+    def _crash_pods(self, now: float) -> None:
+        """Injected fault: each running workload's pods crash with `pod_crash`; it waits again."""
+        assert self.faults is not None
+        for name in sorted(self.running):
+            if self.rng.random() >= self.faults.pod_crash:
+                continue
+            record = self.records[name]
+            self._stop(record, now)
+            record.crashes += 1
+            job = record.job
+            self.running.discard(name)
+            self.ledger.hold(job.group, -job.gpus)
+            self.ledger.wait(job.group, job.gpus)
+            self.waiting += 1
+            if self.gate is not None:
+                self.gate.released(job.workload.queue, job.gpus, running=True)
+                self.gate.submitted(job.workload.queue, job.gpus)
+            self.decider.requeued(name)
 
     def _check(self, plan: Plan, now: float) -> None:
         violations = check_plan(self.decider.snapshot(), plan)
@@ -242,6 +292,7 @@ class _Replay:
             record.overhead_seconds = self.settings.restart_seconds
         record.started_at = now
         record.generation += 1
+        self.running.add(name)
         remaining = job.duration_seconds - record.done_seconds + record.overhead_seconds
         heapq.heappush(self.timers, (now + remaining, _FINISH, name, record.generation))
         self.waiting -= 1
@@ -250,15 +301,20 @@ class _Replay:
         if self.gate is not None:
             self.gate.started(job.workload.queue, job.gpus)
 
-    def _evict(self, name: str, now: float) -> None:
-        record = self.records[name]
+    def _stop(self, record: JobRecord, now: float) -> None:
+        """The job stops working at `now`: it keeps its work up to its last checkpoint."""
         ran = now - record.started_at
         total = record.done_seconds + max(0.0, ran - record.overhead_seconds)
         kept = max(record.done_seconds, self.settings.kept_seconds(total))
         record.lost_seconds += ran - (kept - record.done_seconds)
         record.done_seconds = kept
-        record.evictions += 1
         record.generation += 1
+
+    def _evict(self, name: str, now: float) -> None:
+        record = self.records[name]
+        self._stop(record, now)
+        self.running.discard(name)
+        record.evictions += 1
         release = now + self.settings.eviction_grace_seconds
         heapq.heappush(self.timers, (release, _GONE, name, record.generation))
         if self.gate is not None:

@@ -51,7 +51,7 @@ from scheduler_service.core import (
 )
 from scheduler_service.sim._engine import Engine
 from scheduler_service.sim._fields import Fields, ScenarioError
-from scheduler_service.sim._inputs import EngineSettings, NodeChange, Submission
+from scheduler_service.sim._inputs import EngineSettings, Faults, NodeChange, Submission
 from scheduler_service.sim._result import SimulationResult
 
 __all__ = [
@@ -155,13 +155,17 @@ def bundled_scenario(name: str) -> Scenario:
     return parse_scenario(text, source=f"{name}.toml")
 
 
-def run_scenario(scenario: Scenario) -> SimulationResult:
-    """Replay the scenario's events on a fresh `Engine` and return what happened."""
+def run_scenario(scenario: Scenario, faults: Faults | None = None) -> SimulationResult:
+    """Replay the scenario's events on a fresh `Engine` and return what happened.
+
+    `faults` injects failed patches and crashed pods from its seed (see `Faults`).
+    """
     engine = Engine(
         nodes=scenario.nodes,
         queues=scenario.queues,
         policy=scenario.policy,
         settings=scenario.settings,
+        faults=faults,
     )
     for event in scenario.events:
         engine.post(event)

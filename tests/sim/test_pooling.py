@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_service.cli import main
+from scheduler_service.sim import Faults
 from scheduler_service.sim._decider import SnapshotDecider
 from scheduler_service.sim._ledger import Ledger
 from scheduler_service.sim._philly import PhillyJob, PhillyTrace
@@ -119,6 +120,29 @@ def test_skipping_idle_cycles_changes_no_outcome(policy: str) -> None:
     assert gated.records == every.records
     assert gated.skipped_cycles > 0
     assert gated.cycles + gated.skipped_cycles == every.cycles
+
+
+def test_injected_faults_cost_work_not_jobs_and_replay_exactly() -> None:
+    trace = trace_of(
+        *[("ab"[i % 2], 120.0 * i, 2400.0 + 97 * (i % 5), (1, 2, 4, 8)[i % 4]) for i in range(30)]
+    )
+    cluster = Cluster({"a": 1, "b": 1}, 0.0)
+    faults = Faults(seed=11, patch_failure=0.3, pod_crash=0.2)
+    first = run_policy(trace, cluster, "aistack", SETTINGS, faults=faults)  # plans all checked
+    again = run_policy(trace, cluster, "aistack", SETTINGS, faults=faults)
+    plain = run_policy(trace, cluster, "aistack", SETTINGS)
+    assert first.records == again.records != plain.records
+    assert all(r.finished_at is not None for r in first.records)
+    crashed = [r for r in first.records if r.crashes]
+    assert crashed
+    assert all(r.lost_seconds > 0 for r in crashed)  # work since the checkpoint, or restarts
+    assert not any(r.crashes for r in plain.records)
+
+
+def test_when_every_patch_fails_nothing_starts_and_the_replay_ends() -> None:
+    faults = Faults(seed=1, patch_failure=1.0)
+    records = run_policy(BORROW, scale_cluster(BORROW, None), "aistack", SETTINGS, faults=faults)
+    assert [r.first_start for r in records.records] == [None, None, None]
 
 
 def test_ledger_integrates_exactly() -> None:
