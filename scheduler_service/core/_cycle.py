@@ -26,6 +26,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
+from typing import TypeVar
 
 from scheduler_service.core._fairshare import ShareInput, fair_shares
 from scheduler_service.core._fragmentation import Fragmentation, ShapeMix
@@ -76,6 +77,7 @@ __all__ = ["run_cycle", "schedule"]
 
 _GateReason = QueueAtLimit | OverQuotaNotAllowed
 _QueueKey = tuple[bool, float, int, str]
+_R = TypeVar("_R", bound=Reason)
 
 
 def schedule(snapshot: Snapshot, now: float) -> Plan:
@@ -142,6 +144,8 @@ class _Cycle:
         """Plain groups none of whose workloads may reclaim: what the queue held then."""
         self._explain_cache: dict[tuple[object, ...], object] = {}
         self._reserved_by: dict[str, Reservation] = {}
+        self._shared_reasons: dict[Reason, Reason] = {}
+        """Reasons handed to many workloads in this cycle, each value once (`_shared`)."""
         self._unplaceable: set[tuple[object, ...]] = set()
         """(pool, shape) that failed to place in phase 3 and cannot fit later in the phase."""
 
@@ -285,7 +289,8 @@ class _Cycle:
         for workload in items:
             pool, _, charge = self.waiting.simple_key[workload.name]
             if (pool, charge) not in gated:
-                gated[pool, charge] = self._gate(workload, pool)
+                gate = self._gate(workload, pool)
+                gated[pool, charge] = None if gate is None else self._shared(gate)
             reason = gated[pool, charge]
             if reason is not None:
                 self.reasons[workload.name] = reason
@@ -941,7 +946,7 @@ class _Cycle:
         for kind, members in self.waiting.classes.items():
             sample = next((name for name in members if name not in own), None)
             if sample is not None:
-                by_class[kind] = self._reason(workloads[sample])
+                by_class[kind] = self._shared(self._reason(workloads[sample]))
         reason_of = {
             name: by_class[kind] for name, kind in self.waiting.class_of.items() if kind in by_class
         }
@@ -951,9 +956,20 @@ class _Cycle:
         reason_of.update(self.reasons)
         reason_of.update((name, entry[0]) for name, entry in self.nominated.items())
         admitted = self.admitted
-        pending = [
-            Pending(name, reason_of[name]) for name in self.waiting.names if name not in admitted
-        ]
+        # A workload that waits for the same reason (the very value, `_shared`) as at the last
+        # cycle keeps its `Pending`: long queues wait for a few reasons, cycle after cycle.
+        last = self.world.last_pending
+        pending = []
+        for name in self.waiting.names:
+            if name in admitted:
+                continue
+            reason = reason_of[name]
+            entry = last.get(name)
+            pending.append(
+                entry if entry is not None and entry.reason is reason else Pending(name, reason)
+            )
+        self.world.last_pending = {entry.workload: entry for entry in pending}
+        self.world.last_reasons = self._shared_reasons
         admissions = tuple(
             Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
         )
@@ -964,6 +980,14 @@ class _Cycle:
             reservations=tuple(self.reservations),
             shares=self._queue_shares(),
         )
+
+    def _shared(self, reason: _R) -> _R:
+        """`reason`, or an equal value already handed out at the last cycle or this one."""
+        found = self._shared_reasons.get(reason)
+        if found is None:
+            found = self._shared_reasons[reason] = self.world.last_reasons.get(reason, reason)
+        assert isinstance(found, type(reason))
+        return found
 
     def _own_reasons(self) -> set[str]:
         """Pending workloads whose reason may not follow from their class alone.

@@ -22,6 +22,7 @@ from scheduler_service.core._model import (
 )
 from scheduler_service.core._pending import PendingIndex, Target
 from scheduler_service.core._placement import shape
+from scheduler_service.core._plan import Pending, Reason
 from scheduler_service.core._state import CycleState
 from scheduler_service.core._targets import Targets
 
@@ -90,6 +91,10 @@ class World:
         self.latest_start = 0.0
         """No placed workload started after this (0 or later): min-runtime checks are moot
         for a cycle at or after it when no queue has a minimum runtime."""
+        self.last_pending: dict[str, Pending] = {}
+        """The last cycle's `Pending` entries by workload, kept while their reason holds."""
+        self.last_reasons: dict[Reason, Reason] = {}
+        """The last cycle's shared reasons, each value once."""
         self.waiting = PendingIndex(self._target_of)
         self.pending: dict[str, Workload] = self.waiting.workloads
         """Every pending workload by name (read only: `add_pending`, `remove_pending`)."""
