@@ -76,7 +76,7 @@ from scheduler_service.core._world import World
 __all__ = ["run_cycle", "schedule"]
 
 _GateReason = QueueAtLimit | OverQuotaNotAllowed
-_QueueKey = tuple[bool, float, int, str]
+_QueueKey = tuple[bool, float, float, int, str]
 _R = TypeVar("_R", bound=Reason)
 
 
@@ -296,12 +296,16 @@ class _Cycle:
                 self.reasons[workload.name] = reason
 
     def _queue_key(self, queue: str, head: Workload) -> _QueueKey:
-        """Within quota first, then furthest below fair share, then queue priority, then name.
+        """Within quota first (oldest head first), then furthest below fair share, priority, name.
 
         "Within quota": the queue's head fits its guaranteed quota. Guaranteed quota comes
         before borrowing: room that reclaim freed for a queue taking back its quota must not go
         to a queue that only borrows, however far below its fair share that one is, or the
-        owner waits while the room changes hands cycle after cycle.
+        owner waits while the room changes hands cycle after cycle. Among heads within quota
+        the oldest goes first: every one of them is owed its room, and room reclaimed for a
+        head in one cycle must not go to a head submitted since, or the older one waits another
+        cycle and reclaims again (its wait would be bounded by luck, not by one cycle plus the
+        eviction grace).
         """
         pool = self.pools_for[head.name][0]
         share, quota, priority = self._standing_of(queue, pool)
@@ -309,7 +313,8 @@ class _Cycle:
         borrowing = allocated + self.state.charge(head, pool) > quota
         # A queue with no fair share in the pool (weight 0, no quota) only gets idle leftovers.
         ratio = allocated / share if share else math.inf
-        return (borrowing, ratio, priority, queue)
+        age = math.inf if borrowing else head.submitted_at
+        return (borrowing, age, ratio, priority, queue)
 
     def _standing_of(self, queue: str, pool: str) -> tuple[int, int, int]:
         """`queue`'s fair share and quota in `pool`, and minus its priority (once per cycle)."""

@@ -260,3 +260,23 @@ def test_free_room_goes_to_a_queue_within_its_quota_before_one_that_borrows() ->
     plan = decide(make_snapshot(nodes, queues, [*x_work, *wants]))
     assert list(admitted(plan)) == ["owner-1"]
     assert isinstance(reason(plan, "borrower-1"), WaitingForEviction)
+
+
+def test_among_queues_within_quota_the_oldest_head_gets_free_room_first() -> None:
+    # GPUs 2-3 of n1 were just freed by reclaim for a-1 (submitted at 100). b-1 arrived since
+    # (at 200); b stands further below its fair share (0 of 4 against a's 2 of 4), which used to
+    # win it the room, so a-1 reclaimed again and waited a second cycle. Both are owed their
+    # room: the older takes the free GPUs and the newer reclaims from the borrower c.
+    queues = [make_queue("a", quota=4), make_queue("b", quota=4), make_queue("c", quota=0)]
+    running = [
+        run(make_step("a-0", "a", gpus=2), pod_on("n1", 0, 1)),
+        run(make_step("c-0", "c", gpus=4), pod_on("n1", 4, 5, 6, 7)),
+    ]
+    wants = [
+        make_step("b-1", "b", gpus=2, submitted_at=200.0),
+        make_step("a-1", "a", gpus=2, submitted_at=100.0),
+    ]
+    plan = decide(make_snapshot([NODE], queues, [*running, *wants]))
+    assert list(admitted(plan)) == ["a-1"]
+    assert isinstance(reason(plan, "b-1"), WaitingForEviction)
+    assert evicted(plan) == {"c-0": EvictionCause.RECLAIM}
