@@ -543,13 +543,15 @@ class _Cycle:
                 continue
             found = None
             if self._room_for().may_fit(workload, pool):
+                order = self._reclaim_candidates(workload, pool)
                 found = find_victims(
                     self.state,
                     workload,
                     pool,
-                    self._reclaim_candidates(workload, pool),
+                    order,
                     eligible=self._reclaim_filter(workload, pool),
                     admissible=self._admissible(workload, pool),
+                    on_node=order.on_node,
                 )
             if found is None:
                 failed.add(shape)

@@ -8,7 +8,11 @@ The search runs on the live cycle state and leaves it as it found it:
    equal cost grouped by node so that room builds up on few nodes) until a cheap capacity
    count says the workload might fit, then try to place it for real (`eligible` re-checks each
    candidate against what was already released, so a victim queue is never taken below its
-   quota);
+   quota); a node that could not hold one pod of a whole-GPU workload even if every candidate
+   still eligible there went is passed over, for its victims would be dropped in step 2 anyway
+   and, released first, they would use up what their queues may give (a queue that may give
+   one 8-GPU job would give it as a 2-GPU job on a node the workload cannot use, and the
+   search would fail with a fitting victim left untried);
 2. keep only victims on the nodes that placement used (the others were not needed);
 3. drop victims one at a time, most expensive first, while the workload still fits.
 
@@ -18,7 +22,7 @@ evictions are considered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -61,6 +65,7 @@ def find_victims(
     *,
     eligible: Callable[[Candidate], bool],
     admissible: Callable[[], bool],
+    on_node: Mapping[str, Sequence[Candidate]] | None = None,
 ) -> VictimSearch | None:
     """Search victims for `workload` in `pool` among `candidates`, group by group.
 
@@ -68,11 +73,30 @@ def find_victims(
     that node comes first, else the largest: fewer victims (see `_best_fit`).
 
     `eligible(c)` says whether c may be taken given what is released so far (it is asked
-    lazily, so a long candidate list costs only as far as the search goes); `admissible()`
-    whether the workload passes its queue's gates with the current what-if usage. The state is
+    lazily, so a long candidate list costs only as far as the search goes; once False it
+    stays False within a search); `admissible()` whether the workload passes its queue's gates
+    with the current what-if usage. `on_node`, every candidate by the nodes it runs on, lets
+    the search pass over nodes that cannot hold a pod (see the module docstring). The state is
     left as it was found.
     """
     usable: dict[str, bool] = {}  # node -> static_fit for the workload, asked as needed
+    released_ids: set[int] = set()
+    per_pod = workload.request.gpus
+
+    def may_host(node: str) -> bool:
+        """Whether `node` could hold one pod if every candidate still eligible there went."""
+        if on_node is None or not per_pod or node not in state.node_by_name:
+            return True
+        room = state.node_by_name[node].free_whole
+        if room >= per_pod:
+            return True
+        for candidate in on_node.get(node, ()):
+            if id(candidate) in released_ids or not eligible(candidate):
+                continue
+            room += _gpus_on(candidate, node)
+            if room >= per_pod:
+                return True
+        return False
 
     def on_usable_node(candidate: Candidate) -> bool:
         allocation = candidate.workload.allocation
@@ -87,11 +111,14 @@ def find_victims(
     released: list[Candidate] = []
     found: Allocation | None = None
     for node, group in candidates:
+        if not may_host(node):
+            continue
         for candidate in _best_fit(state, workload, node, group):
             if not on_usable_node(candidate) or not eligible(candidate):
                 continue
             _release(state, candidate)
             released.append(candidate)
+            released_ids.add(id(candidate))
             if _might_fit(state, workload, pool) and admissible():
                 found = _try_place(state, workload, pool)
                 if found is not None:
@@ -127,9 +154,11 @@ def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder
     """Cheapest first; at equal cost, candidates on the nodes that could free the most first.
 
     Only the node order is sorted up front; each node's few candidates are sorted when the
-    search gets there, which it rarely does for more than a handful of nodes.
+    search gets there, which it rarely does for more than a handful of nodes. The order's
+    `on_node` lists every candidate by the nodes it runs on, whatever its cost.
     """
     potential: dict[str, int] = {}
+    on_node: dict[str, list[Candidate]] = {}
     tiers: dict[object, dict[str, list[Candidate]]] = {}
     for candidate in candidates:
         allocation = candidate.workload.allocation
@@ -138,6 +167,9 @@ def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder
             potential[pod.node] = potential.get(pod.node, 0) + max(
                 len(pod.gpus), 1 if pod.slice else 0
             )
+            listed = on_node.setdefault(pod.node, [])
+            if not listed or listed[-1] is not candidate:
+                listed.append(candidate)
         tier = tiers.setdefault(candidate.cost[0], {})
         tier.setdefault(allocation[0].node, []).append(candidate)
     for name in potential:
@@ -149,7 +181,7 @@ def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder
             for node in sorted(by_node, key=lambda n: (-potential[n], n)):
                 yield node, sorted(by_node[node], key=lambda c: c.cost)
 
-    return LazyOrder(generate())
+    return LazyOrder(generate(), on_node)
 
 
 def _best_fit(
@@ -188,9 +220,13 @@ def _tier_key(cost: object) -> float:
 class LazyOrder:
     """A sequence produced on demand and remembered, so several searches share one order."""
 
-    def __init__(self, source: Iterator[Group]) -> None:
+    def __init__(
+        self, source: Iterator[Group], on_node: Mapping[str, Sequence[Candidate]] | None = None
+    ) -> None:
         self._source = source
         self._seen: list[Group] = []
+        self.on_node = on_node
+        """Every candidate by the nodes it runs on, when the producer knows it."""
 
     def __iter__(self) -> Iterator[Group]:
         index = 0
@@ -202,6 +238,13 @@ class LazyOrder:
                 self._seen.append(produced)
             yield self._seen[index]
             index += 1
+
+
+def _gpus_on(candidate: Candidate, node: str) -> int:
+    """GPUs `candidate` holds on `node`, a GPU shared by a slice counted whole (at most)."""
+    allocation = candidate.workload.allocation
+    assert allocation is not None
+    return sum(max(len(pod.gpus), 1 if pod.slice else 0) for pod in allocation if pod.node == node)
 
 
 def _on_nodes(candidate: Candidate, nodes: set[str]) -> bool:

@@ -280,3 +280,21 @@ def test_among_queues_within_quota_the_oldest_head_gets_free_room_first() -> Non
     assert list(admitted(plan)) == ["a-1"]
     assert isinstance(reason(plan, "b-1"), WaitingForEviction)
     assert evicted(plan) == {"c-0": EvictionCause.RECLAIM}
+
+
+def test_reclaim_passes_over_a_node_that_could_not_hold_the_workload() -> None:
+    # b may give back 8 GPUs (it holds 10 against a quota of 2). Its 2-GPU job sits on n1 beside
+    # c's in-quota work, and n1 comes first (it could free as much as n2, and sorts first by
+    # name). Taken first, that job would leave b only 8 GPUs, too few to give up its 8-GPU job
+    # on n2 as well: the search would fail with the one fitting victim untried. n1 cannot hold
+    # an 8-GPU pod whatever goes, so it is passed over, and b's job on n2 makes the room.
+    nodes = [make_node("n1", gpus=8), make_node("n2", gpus=8)]
+    queues = [make_queue("a", quota=8), make_queue("b", quota=2), make_queue("c", quota=5)]
+    running = [
+        run(make_step("c-0", "c", gpus=5), pod_on("n1", 0, 1, 2, 3, 4)),
+        run(make_step("b-small", "b", gpus=2), pod_on("n1", 5, 6)),
+        run(make_step("b-big", "b", gpus=8), pod_on("n2", *range(8))),
+    ]
+    plan = decide(make_snapshot(nodes, queues, [*running, make_step("want", "a", gpus=8)]))
+    assert evicted(plan) == {"b-big": EvictionCause.RECLAIM}
+    assert isinstance(reason(plan, "want"), WaitingForEviction)
