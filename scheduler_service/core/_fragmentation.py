@@ -7,10 +7,22 @@ fit the node (CPU, GPU model, GPUs), and otherwise the free capacity of the GPUs
 is below the shape's per-GPU demand (a 30% leftover is a fragment for an 80% slice). Placement
 prefers the node and GPU whose placement raises the node's fragmentation least.
 
+Two refinements over the paper's score, both optional here and both used by the openb experiment
+(`sim/_fragmentation.py`, where each is measured):
+
+- the mix is weighted by *GPU demand*, not by pod count: the goal is GPU capacity handed out,
+  so a fragment that would have taken an 8-GPU pod matters eight times a 1-GPU pod's;
+- *lookahead*: fragmentation is measured one pod later. For each shape of the mix, the node's
+  capacity is stranded outright when the shape does not fit, and otherwise the shape is placed
+  (a slice on the tightest GPU it fits) and the node's fragmentation for the following pod is
+  taken. One-step fragmentation cannot see that a node's last free GPU and last CPU fit one
+  more pod but leave a sliver no pod can use; the lookahead can.
+
 A node's fragmentation depends only on its *signature* (GPU model, free CPU, the sorted free
 compute of its GPUs), and most nodes of a pool share a few signatures, so `Fragmentation`
-caches scores by signature: identical nodes are scored once. The caches are pure functions of
-their keys, so a scorer may be kept across cycles (the simulator does) or built per cycle.
+caches scores by signature: identical nodes are scored once, and the lookahead's inner scores
+are shared by every node that reaches the same state. The caches are pure functions of their
+keys, so a scorer may be kept across cycles (the simulator does) or built per cycle.
 
 Units: GPU shares in percent of one GPU (as `GpuState.free_compute`), CPU in milli-CPUs.
 """
@@ -20,6 +32,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable
+from itertools import accumulate
 
 from scheduler_service.core._model import Request, Workload
 from scheduler_service.core._state import NodeState
@@ -39,25 +52,34 @@ def signature(node: NodeState) -> Signature:
 
 
 class ShapeMix:
-    """The GPU request shapes of a workload mix and their popularity (pods of each shape).
+    """The GPU request shapes of a workload mix and the weight of each.
 
-    Shapes are grouped by GPU demand (GPU count, per-GPU percent, acceptable models); inside a
-    group the CPU demands are sorted with cumulative popularity, so the share of a group that
-    a node's free CPU admits is one bisection. CPU-only pods use no GPU and are left out.
+    A shape's weight is its pods' share of the mix: by pod count as in the paper, or with
+    `by_demand` by GPU demand (pods x GPU percent each asks for). Shapes are grouped by GPU
+    demand (GPU count, per-GPU percent, acceptable models); inside a group the CPU demands are
+    sorted with cumulative weight, so the share of a group that a node's free CPU admits is one
+    bisection. CPU-only pods use no GPU and are left out.
     """
 
-    def __init__(self, shapes: Iterable[tuple[Request, tuple[str, ...], int]]) -> None:
-        """Count `(request, acceptable models, pods)` entries; popularity sums to 1."""
+    def __init__(
+        self, shapes: Iterable[tuple[Request, tuple[str, ...], int]], *, by_demand: bool = False
+    ) -> None:
+        """Count `(request, acceptable models, pods)` entries; the weights sum to 1."""
         counts: Counter[tuple[int, int, tuple[str, ...], int]] = Counter()
         for request, models, pods in shapes:
             if request.is_slice:
-                counts[1, request.gpu_compute_percent, models, request.cpu_milli] += pods
+                gpus, per_gpu = 1, request.gpu_compute_percent
             elif request.gpus:
-                counts[request.gpus, _FULL, models, request.cpu_milli] += pods
+                gpus, per_gpu = request.gpus, _FULL
+            else:
+                continue
+            counts[gpus, per_gpu, models, request.cpu_milli] += pods * (
+                gpus * per_gpu if by_demand else 1
+            )
         total = sum(counts.values()) or 1
         grouped: dict[tuple[int, int, tuple[str, ...]], list[tuple[int, float]]] = {}
-        for (gpus, per_gpu, models, cpu), pods in counts.items():
-            grouped.setdefault((gpus, per_gpu, models), []).append((cpu, pods / total))
+        for (gpus, per_gpu, models, cpu), weight in counts.items():
+            grouped.setdefault((gpus, per_gpu, models), []).append((cpu, weight / total))
         self.groups: list[tuple[int, int, tuple[str, ...], list[int], list[float]]] = []
         for (gpus, per_gpu, models), entries in sorted(grouped.items()):
             entries.sort()
@@ -74,33 +96,74 @@ class ShapeMix:
     def fragmentation(self, key: Signature) -> float:
         """Expected free GPU percent of a node with signature `key` that the next pod can't use."""
         model, free_cpu, frees = key
+        return _evaluate(self.profile(model, frees), free_cpu)
+
+    def profile(self, model: str, frees: tuple[int, ...]) -> Profile:
+        """The fragmentation of a node with these GPUs, as a function of its free CPU.
+
+        Every shape strands the node's whole free capacity except the shapes that fit its GPUs
+        and its CPU; those strand only the GPUs below their per-GPU demand. So fragmentation is
+        `stranded - sum(share admitted by CPU x capacity it could use)` over the groups that
+        fit the GPUs and could use some capacity: `(stranded, [(cpus, cumulative, usable)])`.
+        """
         total = sum(frees)
         if not total:
-            return 0.0
+            return 0.0, []
         whole = len(frees) - bisect_left(frees, _FULL)
         largest = frees[-1]
-        result = 0.0
+        below = list(accumulate(frees, initial=0))  # below[i]: free share of the i emptiest GPUs
+        stranded = 0.0
+        usable: list[tuple[list[int], list[float], float]] = []
         for gpus, per_gpu, models, cpus, cumulative in self.groups:
-            share = cumulative[-1]
+            stranded += cumulative[-1] * total
             if models and model not in models:
-                result += share * total
                 continue
-            admitted = cumulative[bisect_right(cpus, free_cpu)]
-            result += (share - admitted) * total
-            if not admitted:
-                continue
-            fits = largest >= per_gpu if per_gpu < _FULL else whole >= gpus
-            result += admitted * (sum(frees[: bisect_left(frees, per_gpu)]) if fits else total)
-        return result
+            if largest >= per_gpu if per_gpu < _FULL else whole >= gpus:
+                usable.append((cpus, cumulative, total - below[bisect_left(frees, per_gpu)]))
+        return stranded, usable
+
+
+Profile = tuple[float, list[tuple[list[int], list[float], float]]]
+"""`ShapeMix.profile`: a node's fragmentation for its GPUs, to evaluate at a free CPU."""
+
+
+def _evaluate(profile: Profile, free_cpu: int) -> float:
+    stranded, usable = profile
+    for cpus, cumulative, capacity in usable:
+        stranded -= cumulative[bisect_right(cpus, free_cpu)] * capacity
+    return stranded
+
+
+def _take(frees: tuple[int, ...], gpus: int, per_gpu: int) -> tuple[int, ...] | None:
+    """Sorted free shares after a pod of `gpus` x `per_gpu` takes its GPUs, or None if it can't.
+
+    A slice takes the tightest GPU it fits (the choice that keeps larger shares whole), whole
+    GPUs take untouched ones.
+    """
+    at = bisect_left(frees, per_gpu)
+    if per_gpu < _FULL:
+        if at == len(frees):
+            return None
+        left = frees[at] - per_gpu
+        to = bisect_left(frees, left, 0, at)
+        return (*frees[:to], left, *frees[to:at], *frees[at + 1 :])
+    if len(frees) - at < gpus:
+        return None
+    return (0,) * gpus + frees[:at] + frees[at + gpus :]
 
 
 class Fragmentation:
-    """A mix's fragmentation scores with their caches (pure functions of their keys)."""
+    """A mix's fragmentation scores with their caches (pure functions of their keys).
 
-    def __init__(self, mix: ShapeMix) -> None:
+    With `lookahead`, a node's score is its fragmentation one pod later (module docstring).
+    """
+
+    def __init__(self, mix: ShapeMix, *, lookahead: bool = False) -> None:
         """Score against `mix`."""
         self.mix = mix
+        self.lookahead = lookahead
         self._scores: dict[Signature, float] = {}
+        self._profiles: dict[tuple[str, tuple[int, ...]], Profile] = {}
         self._gradients: dict[tuple[Signature, int, int, int], float] = {}
 
     def gradient(self, key: Signature, cpu_milli: int, take: int, count: int) -> float:
@@ -129,5 +192,34 @@ class Fragmentation:
     def _score(self, key: Signature) -> float:
         found = self._scores.get(key)
         if found is None:
-            found = self._scores[key] = self.mix.fragmentation(key)
+            found = self._scores[key] = (
+                self._ahead(key) if self.lookahead else self.mix.fragmentation(key)
+            )
+        return found
+
+    def _ahead(self, key: Signature) -> float:
+        """Expected fragmentation one pod later: the mix's next pod is placed here if it fits."""
+        model, free_cpu, frees = key
+        total = sum(frees)
+        if not total:
+            return 0.0
+        result = 0.0
+        for gpus, per_gpu, models, cpus, cumulative in self.mix.groups:
+            admitted = 0 if models and model not in models else bisect_right(cpus, free_cpu)
+            after = _take(frees, gpus, per_gpu) if admitted else None
+            if after is None:
+                result += cumulative[-1] * total
+                continue
+            result += (cumulative[-1] - cumulative[admitted]) * total
+            profile = self._profile(model, after)
+            for i in range(admitted):
+                share = cumulative[i + 1] - cumulative[i]
+                result += share * _evaluate(profile, free_cpu - cpus[i])
+        return result
+
+    def _profile(self, model: str, frees: tuple[int, ...]) -> Profile:
+        key = (model, frees)
+        found = self._profiles.get(key)
+        if found is None:
+            found = self._profiles[key] = self.mix.profile(model, frees)
         return found

@@ -119,11 +119,11 @@ class AistackPolicy:
     POOL = "openb"
     _QUEUE = "openb"
 
-    def __init__(self, nodes: tuple[Node, ...], mix: ShapeMix | None = None) -> None:
-        """Start on an empty cluster of `nodes`; score against `mix` when given."""
+    def __init__(self, nodes: tuple[Node, ...], scorer: Fragmentation | None = None) -> None:
+        """Start on an empty cluster of `nodes`; place with `scorer` when given."""
         pooled = tuple(replace(node, pool=self.POOL) for node in nodes)
         self.state = CycleState(Snapshot(nodes=pooled, queues=(Queue(self._QUEUE),)))
-        self.scorer = Fragmentation(mix) if mix is not None else None
+        self.scorer = scorer
         self.count = 0
 
     def place(self, pod: OpenbPod) -> bool:
@@ -167,7 +167,8 @@ def _placer(
     policy: str, nodes: tuple[Node, ...], pods: Sequence[OpenbPod], seed: int
 ) -> Callable[[OpenbPod], bool]:
     if policy == "aistack":
-        return AistackPolicy(nodes, ShapeMix((p.request, p.models, 1) for p in pods)).place
+        mix = ShapeMix(((p.request, p.models, 1) for p in pods), by_demand=True)
+        return AistackPolicy(nodes, Fragmentation(mix, lookahead=True)).place
     if policy == "random":
         # A stream of its own, so Random's choices do not shift the arrival order.
         chooser = RandomPolicy(nodes, random.Random(f"random-policy-{seed}"))
@@ -176,6 +177,8 @@ def _placer(
         best = BestFitPolicy(nodes)
         return lambda pod: best.place(shape_of(pod))
     if policy == "fgd":
-        fgd = FgdPolicy(nodes, TaskMix([shape_of(pod) for pod in pods]))
+        fgd = FgdPolicy(
+            nodes, TaskMix([shape_of(pod) for pod in pods]), random.Random(f"fgd-policy-{seed}")
+        )
         return lambda pod: fgd.place(shape_of(pod))
     raise ValueError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")

@@ -174,7 +174,7 @@ def test_bestfit_packs_a_slice_on_the_tightest_gpu_and_fgd_avoids_stranding() ->
     nodes = (gpu_node("shared"), gpu_node("fresh"))
     half = slice_shape(500)
     bestfit = BestFitPolicy(nodes)
-    fgd = FgdPolicy(nodes, TaskMix([half]))  # the workload: 50% slices only
+    fgd = FgdPolicy(nodes, TaskMix([half]), random.Random(1))  # the workload: 50% slices
     for policy in (bestfit, fgd):
         policy.cluster.take(slice_shape(400), Choice(0, (0,)))  # 600 milli left on "shared"
 
@@ -193,6 +193,20 @@ def test_fgd_counts_gpus_behind_exhausted_cpu_as_fragments() -> None:
     assert mix.fragmentation("T4", 8000, (1000, 1000)) == 0.0
     assert mix.fragmentation("T4", 3000, (1000, 1000)) == 2000.0  # no task fits the CPU left
     assert mix.fragmentation("T4", 8000, (300, 1000)) == 300.0
+
+
+def test_fgd_draws_among_equally_scored_nodes_by_its_seed() -> None:
+    nodes = tuple(gpu_node(f"n{i}") for i in range(8))  # all alike: every node ties
+    chosen = set()
+    for seed in range(6):
+        picks = []
+        for _ in range(2):
+            policy = FgdPolicy(nodes, TaskMix([slice_shape(500)]), random.Random(seed))
+            assert policy.place(slice_shape(500))
+            picks.append([n.free_gpus for n in policy.cluster.nodes].index([500]))
+        assert picks[0] == picks[1]  # a seed replays
+        chosen.add(picks[0])
+    assert len(chosen) > 1  # as Kubernetes' selectHost: a tie is drawn at random
 
 
 def test_random_places_only_where_the_pod_fits_and_replays_by_seed() -> None:
@@ -229,6 +243,37 @@ def test_core_placement_with_a_mix_avoids_stranding_a_gpu_fraction() -> None:
     # With the mix the 50% slice opens the fresh GPU (the 60% left still fits the next one);
     # without it the core packs the shared GPU (the tightest fit), stranding 10%.
     assert chosen == ["b-fresh", "a-shared"]
+
+
+def test_lookahead_sees_the_cpu_a_node_needs_for_its_last_gpu() -> None:
+    # "tight" has CPU for two 4-CPU pods after this 2-CPU one only if the 2-CPU one goes
+    # there first; "roomy" has CPU to spare. One step ahead both stay usable (gradient 0, a
+    # tie that goes to the first node); two steps ahead "tight" strands a GPU unless it takes
+    # the small pod now.
+    nodes = (gpu_node("roomy", gpus=2, cpu_milli=10_000), gpu_node("tight", gpus=2, cpu_milli=6000))
+    small = Request(gpus=1, cpu_milli=2000)
+    usual = Request(gpus=1, cpu_milli=4000)
+    mix = ShapeMix([(usual, (), 1)])
+    placed = []
+    for scorer in (Fragmentation(mix), Fragmentation(mix, lookahead=True)):
+        state = CycleState(Snapshot(nodes=nodes, queues=(Queue("q"),)))
+        first = place(state, Workload("w0", "q", request=small), "gpu", scorer=scorer)
+        assert first is not None
+        later = [
+            place(state, Workload(f"w{i}", "q", request=usual), "gpu", scorer=scorer)
+            for i in range(1, 4)
+        ]
+        placed.append((first[0].node, sum(a is not None for a in later)))
+    assert placed == [("roomy", 2), ("tight", 3)]  # one step ahead strands a GPU of "tight"
+
+
+def test_a_mix_by_demand_weighs_shapes_by_the_gpus_they_ask_for() -> None:
+    one, eight = Request(gpus=1, cpu_milli=1000), Request(gpus=8, cpu_milli=1000)
+    shapes = [(one, (), 4), (eight, (), 1)]
+    seven_free = ("T4", 64_000, (0,) + (100,) * 7)  # fits the 1-GPU pods, not the 8-GPU one
+
+    assert ShapeMix(shapes).fragmentation(seven_free) == pytest.approx(700 * 1 / 5)
+    assert ShapeMix(shapes, by_demand=True).fragmentation(seven_free) == pytest.approx(700 * 8 / 12)
 
 
 # -- the command line ---------------------------------------------------------------------
