@@ -168,7 +168,7 @@ def _placer(
 ) -> Callable[[OpenbPod], bool]:
     if policy == "aistack":
         mix = ShapeMix(((p.request, p.models, 1) for p in pods), by_demand=True)
-        return AistackPolicy(nodes, Fragmentation(mix, lookahead=True)).place
+        return AistackPolicy(nodes, Fragmentation(mix, lookahead=2)).place
     if policy == "random":
         # A stream of its own, so Random's choices do not shift the arrival order.
         chooser = RandomPolicy(nodes, random.Random(f"random-policy-{seed}"))

@@ -245,26 +245,33 @@ def test_core_placement_with_a_mix_avoids_stranding_a_gpu_fraction() -> None:
     assert chosen == ["b-fresh", "a-shared"]
 
 
-def test_lookahead_sees_the_cpu_a_node_needs_for_its_last_gpu() -> None:
-    # "tight" has CPU for two 4-CPU pods after this 2-CPU one only if the 2-CPU one goes
-    # there first; "roomy" has CPU to spare. One step ahead both stay usable (gradient 0, a
-    # tie that goes to the first node); two steps ahead "tight" strands a GPU unless it takes
-    # the small pod now.
-    nodes = (gpu_node("roomy", gpus=2, cpu_milli=10_000), gpu_node("tight", gpus=2, cpu_milli=6000))
+@pytest.mark.parametrize("gpus", [2, 3])
+def test_lookahead_sees_the_cpu_a_node_needs_for_its_last_gpu(gpus: int) -> None:
+    # Pods of the mix take a GPU and 4 CPUs. "tight" has CPU for all its GPUs only if it takes
+    # the 2-CPU pod now; "roomy" has CPU to spare. Looking `gpus - 2` pods ahead both stay
+    # usable (gradient 0, a tie that goes to the first node); `gpus - 1` pods ahead sees
+    # "tight" strand its last GPU unless it takes the small pod.
+    tight_cpu = 4000 * gpus - 2000
+    nodes = (
+        gpu_node("roomy", gpus=gpus, cpu_milli=tight_cpu + 4000),
+        gpu_node("tight", gpus=gpus, cpu_milli=tight_cpu),
+    )
     small = Request(gpus=1, cpu_milli=2000)
     usual = Request(gpus=1, cpu_milli=4000)
     mix = ShapeMix([(usual, (), 1)])
     placed = []
-    for scorer in (Fragmentation(mix), Fragmentation(mix, lookahead=True)):
+    for ahead in (gpus - 2, gpus - 1):
+        scorer = Fragmentation(mix, lookahead=ahead)
         state = CycleState(Snapshot(nodes=nodes, queues=(Queue("q"),)))
         first = place(state, Workload("w0", "q", request=small), "gpu", scorer=scorer)
         assert first is not None
         later = [
             place(state, Workload(f"w{i}", "q", request=usual), "gpu", scorer=scorer)
-            for i in range(1, 4)
+            for i in range(1, 2 * gpus)
         ]
         placed.append((first[0].node, sum(a is not None for a in later)))
-    assert placed == [("roomy", 2), ("tight", 3)]  # one step ahead strands a GPU of "tight"
+    # Looking one pod too few ahead strands a GPU of "tight".
+    assert placed == [("roomy", 2 * gpus - 2), ("tight", 2 * gpus - 1)]
 
 
 def test_a_mix_by_demand_weighs_shapes_by_the_gpus_they_ask_for() -> None:
