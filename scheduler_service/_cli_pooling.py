@@ -3,7 +3,11 @@
     aistack sim pooling [--data DIR] [--load native|0.5|0.7|0.9 ...]
                         [--policies static,fifo,aistack] [--checkpoint-minutes 30]
                         [--cycle-seconds 60] [--limit-jobs N] [--check-plans] [--out DIR]
+                        [--vc-nodes VC=N,...] [--quota VC=GPUS,...]
                         [--faults-seed N [--patch-failure P] [--pod-crash P]]
+
+What-if questions: `--vc-nodes 6214e9=72` gives a VC 72 servers of 8 GPUs (after scaling to
+the load), `--quota 6214e9=400` guarantees it 400 GPUs whatever it brought.
 
 Progress goes to stderr, each load's table to stdout as it finishes; `pooling.json` (every load
 finished so far) and the plots go to `--out` after each load. With faults (`_cli_faults`),
@@ -23,7 +27,7 @@ from pathlib import Path
 from scheduler_service._cli_faults import add_fault_arguments, faults_from, replay_command
 from scheduler_service.sim._inputs import SimulationError
 from scheduler_service.sim._philly import TraceError, load_philly
-from scheduler_service.sim._pooling import POLICIES
+from scheduler_service.sim._pooling import POLICIES, WhatIf, scale_cluster
 from scheduler_service.sim._pooling_report import (
     LoadResult,
     render_table,
@@ -63,6 +67,21 @@ def add_pooling_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--check-plans", action="store_true", help="check every plan's invariants (slower)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results and plots")
+    what_if = parser.add_argument_group("what if", "change the cluster of every load")
+    what_if.add_argument(
+        "--vc-nodes",
+        type=_counts,
+        default={},
+        metavar="VC=N,...",
+        help="servers (8 GPUs each) of these VCs, after scaling; their quotas follow",
+    )
+    what_if.add_argument(
+        "--quota",
+        type=_counts,
+        default={},
+        metavar="VC=GPUS,...",
+        help="GPUs guaranteed to these VCs, instead of the GPUs of their servers",
+    )
     add_fault_arguments(parser)
 
 
@@ -83,6 +102,9 @@ def run_pooling_command(args: argparse.Namespace) -> int:
             check_plans=args.check_plans or faults is not None,
         )
         trace = load_philly(args.data, limit_jobs=args.limit_jobs)
+        what_if = WhatIf(vc_nodes=args.vc_nodes, quotas=args.quota)
+        for load in loads:
+            scale_cluster(trace, load, what_if)  # a what-if that cannot be fails here, at once
     except (ValueError, TraceError) as error:
         print(f"aistack: error: {error}", file=sys.stderr)
         return 2
@@ -103,6 +125,7 @@ def run_pooling_command(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "faults": None if faults is None else repr(faults),
+        "what_if": {"vc_nodes": dict(args.vc_nodes), "quotas": dict(args.quota)},
     }
     results: list[LoadResult] = []
     for load in loads:  # one load at a time, so a long run leaves every finished load on disk
@@ -116,6 +139,7 @@ def run_pooling_command(args: argparse.Namespace) -> int:
                 cpu_clock=time.process_time,
                 say=lambda line: print(line, file=sys.stderr, flush=True),
                 faults=faults,
+                what_if=what_if,
             )
         except SimulationError as error:
             print(
@@ -155,6 +179,9 @@ def _arguments(args: argparse.Namespace, load: float | None) -> list[str]:
     ]
     if args.limit_jobs is not None:
         arguments += ["--limit-jobs", str(args.limit_jobs)]
+    for option, counts in (("--vc-nodes", args.vc_nodes), ("--quota", args.quota)):
+        if counts:
+            arguments += [option, ",".join(f"{vc}={count}" for vc, count in counts.items())]
     if args.faults_seed is not None:
         arguments += [
             "--faults-seed",
@@ -165,6 +192,26 @@ def _arguments(args: argparse.Namespace, load: float | None) -> list[str]:
             f"{args.pod_crash:g}",
         ]
     return arguments
+
+
+def _counts(text: str) -> dict[str, int]:
+    """An argparse `type`: `VC=N,VC=N` as {VC: N}, else a message that shows the form."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        vc, equals, number = item.partition("=")
+        try:
+            count = int(number)
+        except ValueError:
+            count = -1
+        if not equals or not vc or count < 0 or vc in counts:
+            raise argparse.ArgumentTypeError(
+                f"give VC=N pairs with whole numbers >= 0, each VC once, e.g. 6214e9=72,"
+                f"b436b2=60; got {text!r}"
+            )
+        counts[vc] = count
+    if not counts:
+        raise argparse.ArgumentTypeError("give at least one VC=N pair, e.g. 6214e9=72")
+    return counts
 
 
 def _load(text: str) -> float:

@@ -15,13 +15,17 @@ training (preemptible). Policies, all decided by the real core on the same jobs:
 `scale_cluster` shrinks the cluster to reach an offered load: every VC keeps
 `round(nodes x factor)` nodes, at least one and at least enough for its largest job, so every
 job fits its own VC in the static split; the load reached is reported, not assumed.
+
+What-if questions (`WhatIf`) change the scaled cluster: some VCs' node counts (more or fewer
+servers) and some VCs' quotas (GPUs guaranteed, apart from the nodes they brought). A VC's
+quota is its GPUs unless a what-if sets it; in the static split the quota is also its limit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler_service.core import (
     GPU,
@@ -45,6 +49,7 @@ __all__ = [
     "POOL",
     "Cluster",
     "PolicyRun",
+    "WhatIf",
     "run_policy",
     "scale_cluster",
 ]
@@ -57,15 +62,56 @@ _GPU_MIB = 24_576  # Philly's GPUs (P100/P40 class); the value plays no part: no
 
 @dataclass(frozen=True, slots=True)
 class Cluster:
-    """Nodes per VC, and the load the trace offers on them (GPU time asked / available)."""
+    """Nodes per VC, and the load the trace offers on them (GPU time asked / available).
+
+    `quotas` holds the quotas (GPUs) a what-if set apart from a VC's own GPUs (`quota_of`).
+    """
 
     vc_nodes: Mapping[str, int]
     offered_load: float
+    quotas: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def gpus(self) -> int:
         """All GPUs of the cluster."""
         return sum(self.vc_nodes.values()) * GPUS_PER_NODE
+
+    def quota_of(self, vc: str) -> int:
+        """The GPUs guaranteed to `vc`: its own GPUs unless a what-if set its quota."""
+        return self.quotas.get(vc, self.vc_nodes[vc] * GPUS_PER_NODE)
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIf:
+    """Changes to the (scaled) cluster: node counts and quotas (GPUs) of some VCs."""
+
+    vc_nodes: Mapping[str, int] = field(default_factory=dict)
+    quotas: Mapping[str, int] = field(default_factory=dict)
+
+    def apply(self, cluster: Cluster, trace: PhillyTrace) -> Cluster:
+        """`cluster` with these changes; `ValueError` names a VC or number that cannot be."""
+        known = set(cluster.vc_nodes)
+        for option, changes in (("--vc-nodes", self.vc_nodes), ("--quota", self.quotas)):
+            for vc, count in changes.items():
+                if vc not in known:
+                    raise ValueError(
+                        f"{option} {vc}={count}: no VC {vc!r} in the trace; "
+                        f"choose from {', '.join(sorted(known))}"
+                    )
+                if count < 0:
+                    raise ValueError(f"{option} {vc}={count}: give a count >= 0")
+        nodes = {**cluster.vc_nodes, **self.vc_nodes}
+        if not sum(nodes.values()):
+            raise ValueError("--vc-nodes leaves the cluster without nodes; keep at least one")
+        changed = Cluster(nodes, trace.offered_load(sum(nodes.values()) * GPUS_PER_NODE))
+        quotas = {vc: changed.quota_of(vc) for vc in nodes} | dict(self.quotas)
+        if sum(quotas.values()) > changed.gpus:
+            raise ValueError(
+                f"the quotas add up to {sum(quotas.values()):,} GPUs, more than the cluster's "
+                f"{changed.gpus:,}: lower some with --quota VC=GPUS or add nodes with "
+                "--vc-nodes VC=N"
+            )
+        return Cluster(nodes, changed.offered_load, dict(self.quotas))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +127,16 @@ class PolicyRun:
     settings: ReplaySettings
 
 
-def scale_cluster(trace: PhillyTrace, load: float | None) -> Cluster:
-    """The native cluster (`load` None) or one scaled so the trace offers about `load`."""
+def scale_cluster(trace: PhillyTrace, load: float | None, what_if: WhatIf | None = None) -> Cluster:
+    """The native cluster (`load` None) or one scaled so the trace offers about `load`.
+
+    `what_if`, when given, then changes it (see `WhatIf`).
+    """
+    scaled = _scaled(trace, load)
+    return scaled if what_if is None else what_if.apply(scaled, trace)
+
+
+def _scaled(trace: PhillyTrace, load: float | None) -> Cluster:
     native = dict(trace.vc_nodes)
     native_load = trace.offered_load(sum(native.values()) * GPUS_PER_NODE)
     if load is None:
@@ -122,8 +176,8 @@ def queues_of(policy: str, cluster: Cluster) -> list[Queue]:
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     queues = []
-    for vc, count in sorted(cluster.vc_nodes.items()):
-        gpus = float(count * GPUS_PER_NODE)
+    for vc in sorted(cluster.vc_nodes):
+        gpus = float(cluster.quota_of(vc))
         limit = gpus if policy == "static" else None
         queues.append(Queue(name=vc, quotas=(PoolQuota(pool=POOL, quota=gpus, limit=limit),)))
     return queues
@@ -165,7 +219,7 @@ def run_policy(
     queues = queues_of(policy, cluster)
     decider = decider_factory(nodes, queues, Policy())
     gate = IdleGate(queues, POOL, cluster.gpus) if skip_idle_cycles else None
-    quotas = {vc: count * GPUS_PER_NODE for vc, count in cluster.vc_nodes.items()}
+    quotas = {vc: cluster.quota_of(vc) for vc in cluster.vc_nodes}
     window = trace.jobs[-1].submitted_seconds if trace.jobs else 0.0
     ledger = Ledger(total_gpus=cluster.gpus, quotas=quotas, window_end=window)
     jobs = jobs_of(trace, policy)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from scheduler_service.sim._inputs import Faults
 from scheduler_service.sim._philly import PhillyTrace
-from scheduler_service.sim._pooling import Cluster, PolicyRun, run_policy, scale_cluster
+from scheduler_service.sim._pooling import Cluster, PolicyRun, WhatIf, run_policy, scale_cluster
 from scheduler_service.sim._pooling_metrics import PolicyFigures, figures_of
 from scheduler_service.sim._replay import ReplaySettings
 
@@ -59,16 +59,17 @@ def run_pooling(
     cpu_clock: Callable[[], float] | None = None,
     say: Callable[[str], None] = lambda _line: None,
     faults: Faults | None = None,
+    what_if: WhatIf | None = None,
 ) -> list[LoadResult]:
     """Replay `trace` under every policy at every load; `say` gets one line of progress.
 
     Each replay is timed by `clock` (wall) and `cpu_clock` (this process's CPU time, which
     other jobs on a shared machine inflate less; 0 without one). `faults` injects failures
-    into every replay (see `replay`).
+    into every replay (see `replay`); `what_if` changes every load's cluster.
     """
     results = []
     for load in loads:
-        cluster = scale_cluster(trace, load)
+        cluster = scale_cluster(trace, load, what_if)
         label = load_label(load)
         runs, figures, walls, cpus = [], [], [], []
         for policy in policies:
@@ -151,13 +152,13 @@ def _per_vc(result: LoadResult) -> list[str]:
     policies = [figures.policy for figures in result.figures]
     head = "".join(f" {p + ' q-avg':>14} {'due':>5}" for p in policies)
     lines = [f"{'vc':<8} {'quota':>5} {'jobs':>6}{head}"]
-    for vc, nodes in sorted(result.cluster.vc_nodes.items()):
+    for vc in sorted(result.cluster.vc_nodes):
         cells = "".join(
             f" {_h(f.per_vc[vc].queue_avg_s):>14} {f.per_vc[vc].share_of_due:>5.0%}"
             for f in result.figures
         )
         jobs = result.figures[0].per_vc[vc].jobs
-        lines.append(f"{vc:<8} {nodes * 8:>5} {jobs:>6}{cells}")
+        lines.append(f"{vc:<8} {result.cluster.quota_of(vc):>5} {jobs:>6}{cells}")
     return lines
 
 
@@ -179,6 +180,7 @@ def write_outputs(
             {
                 "load": result.label,
                 "vc_nodes": dict(result.cluster.vc_nodes),
+                "quotas": {vc: result.cluster.quota_of(vc) for vc in result.cluster.vc_nodes},
                 "wall_seconds": result.wall_seconds,
                 "cpu_seconds": result.cpu_seconds,
                 "policies": [figures.to_dict() for figures in result.figures],

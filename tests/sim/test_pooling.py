@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,13 @@ from scheduler_service.sim import Faults
 from scheduler_service.sim._decider import SnapshotDecider
 from scheduler_service.sim._ledger import Ledger
 from scheduler_service.sim._philly import PhillyJob, PhillyTrace
-from scheduler_service.sim._pooling import Cluster, PolicyRun, run_policy, scale_cluster
+from scheduler_service.sim._pooling import (
+    Cluster,
+    PolicyRun,
+    WhatIf,
+    run_policy,
+    scale_cluster,
+)
 from scheduler_service.sim._pooling_metrics import figures_of, jain_index, percentile
 from scheduler_service.sim._replay import ReplaySettings
 
@@ -175,6 +182,46 @@ def test_scaling_keeps_every_job_fitting_its_own_vc() -> None:
     assert cluster.offered_load == pytest.approx((16 * 3600 + 3600) / (24 * 3600))
 
 
+# -- what if ------------------------------------------------------------------------------------
+
+
+def test_a_vc_given_more_servers_owns_them_and_its_quota_follows() -> None:
+    cluster = scale_cluster(BORROW, None, WhatIf(vc_nodes={"a": 2}))
+    assert cluster.vc_nodes == {"a": 2, "b": 1}
+    assert (cluster.gpus, cluster.quota_of("a"), cluster.quota_of("b")) == (24, 16, 8)
+    assert cluster.offered_load == pytest.approx(BORROW.offered_load(24))
+    # a's two jobs now run side by side on its own servers: nothing waits, nothing is reclaimed.
+    static = figures_of(run_policy(BORROW, cluster, "static", SETTINGS))
+    assert static.overall.queue_avg_s == pytest.approx(0, abs=60)
+    assert static.idle_waiting_gpu_hours == 0
+
+
+def test_a_quota_set_apart_from_the_servers_binds_the_static_split_and_reclaim() -> None:
+    # b keeps its server but is guaranteed nothing: static never runs its job (limit 0), and
+    # under aistack b only borrows, so a's borrowed job is not reclaimed for it.
+    cluster = scale_cluster(BORROW, None, WhatIf(quotas={"b": 0}))
+    assert (cluster.quota_of("a"), cluster.quota_of("b")) == (8, 0)
+    static = figures_of(run_policy(BORROW, cluster, "static", SETTINGS))
+    assert static.per_vc["b"].never_started == 1
+    ours = figures_of(run_policy(BORROW, cluster, "aistack", SETTINGS))
+    assert ours.overall.preemptions == 0
+    assert ours.per_vc["b"].never_started == 0
+
+
+@pytest.mark.parametrize(
+    ("what_if", "message"),
+    [
+        (WhatIf(vc_nodes={"c": 1}), "no VC 'c' in the trace; choose from a, b"),
+        (WhatIf(quotas={"a": -8}), "--quota a=-8: give a count >= 0"),
+        (WhatIf(vc_nodes={"a": 0, "b": 0}), "without nodes"),
+        (WhatIf(quotas={"a": 16}), "the quotas add up to 24 GPUs, more than the cluster's 16"),
+    ],
+)
+def test_a_what_if_that_cannot_be_is_refused_with_its_reason(what_if: WhatIf, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        scale_cluster(BORROW, None, what_if)
+
+
 def test_cli_smoke_run_writes_table_json_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,3 +248,12 @@ def test_cli_smoke_run_writes_table_json_and_plots(
     ]
     assert main([*argv, "--policies", "static,nope"]) == 2
     assert "unknown policies ['nope']" in capsys.readouterr().err
+
+    assert main([*argv, "--load", "native", "--vc-nodes", "a=2", "--quota", "b=4"]) == 0
+    assert "load native: 24 GPUs" in capsys.readouterr().out
+    loads = json.loads((out / "pooling.json").read_text(encoding="utf-8"))["loads"]
+    assert (loads[0]["vc_nodes"], loads[0]["quotas"]) == ({"a": 2, "b": 1}, {"a": 16, "b": 4})
+    assert main([*argv, "--vc-nodes", "z=2"]) == 2
+    assert "no VC 'z' in the trace; choose from a, b" in capsys.readouterr().err
+    assert main([*argv, "--quota", "a:4"]) == 2
+    assert "give VC=N pairs" in capsys.readouterr().err
