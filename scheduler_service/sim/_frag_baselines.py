@@ -14,11 +14,7 @@ USENIX ATC 2023) and its simulator describe them:
   m's share of the workload's GPU tasks and F_n(m) is all of n's free GPU capacity when m does
   not fit n (CPU, model or GPUs), and otherwise the free capacity of the GPUs whose free share
   is below m's per-GPU demand. The pod goes to the node and GPU whose placement increases F
-  least (its "gradient"). As in the FGD simulator, where FGD is a Kubernetes score plugin, the
-  gradient becomes an integer score, `int(100 * sigmoid(-gradient / 1000 milli-GPU))`, and the
-  node is drawn at random among those with the highest score (Kubernetes' `selectHost`), so
-  gradients within about 40 milli-GPU of each other tie. Choosing the exact minimum instead
-  costs FGD about 0.6 points of allocation on openb `default` (94.4% against 95.0%).
+  least (its "gradient").
 
 Every policy answers `place(shape) -> bool`, taking the resources when it finds room. A pod
 that fits nowhere is skipped (the protocol counts it as failed).
@@ -26,7 +22,6 @@ that fits nowhere is skipped (the protocol counts it as failed).
 
 from __future__ import annotations
 
-import math
 import random
 from bisect import bisect_left, bisect_right
 from collections import Counter
@@ -128,15 +123,8 @@ class TaskMix:
     """
 
     def __init__(self, shapes: Sequence[Shape]) -> None:
-        """Count the task types among `shapes`, CPU-only ones included.
-
-        A CPU-only task can use none of a node's free GPU capacity: to it all of it is a
-        fragment, as in the paper and in the FGD simulator's setting for the published runs
-        (`isInvolvedCpuPods: true`). That adds the same amount to every candidate's gradient
-        for a given pod, but it moves gradients across the integer score's steps, and so
-        changes which nodes tie (about +0.25 points of allocation for FGD on `default`).
-        """
-        counts = Counter(shapes)
+        """Count the GPU tasks among `shapes` (CPU-only tasks cannot use GPUs: left out)."""
+        counts = Counter(s for s in shapes if s.gpus)
         total = sum(counts.values()) or 1
         groups: dict[tuple[int, int, tuple[str, ...]], list[tuple[int, float]]] = {}
         for shape, count in counts.items():
@@ -163,7 +151,7 @@ class TaskMix:
         result = 0.0
         for gpus, per_gpu, models, cpus, cumulative in self.groups:
             share = cumulative[-1]
-            if not gpus or (models and model not in models):
+            if models and model not in models:
                 result += share * total
                 continue
             fits_cpu = cumulative[bisect_right(cpus, free_cpu)]
@@ -187,35 +175,28 @@ class FgdPolicy:
     Python: most pods are scored against cached classes.
     """
 
-    def __init__(self, nodes: tuple[Node, ...], mix: TaskMix, rng: random.Random) -> None:
-        """Start on an empty cluster of `nodes`, scoring against the target workload `mix`.
-
-        `rng` draws the node among those with the best score.
-        """
+    def __init__(self, nodes: tuple[Node, ...], mix: TaskMix) -> None:
+        """Start on an empty cluster of `nodes`, scoring against the target workload `mix`."""
         self.cluster = LightCluster(nodes)
         self.mix = mix
-        self.rng = rng
         self.fragmentation: dict[tuple[str, int, tuple[int, ...]], float] = {}
-        self.scores: dict[Shape, dict[int, tuple[int, int] | None]] = {}
+        self.gradients: dict[Shape, dict[int, tuple[float, int] | None]] = {}
 
     def place(self, shape: Shape) -> bool:
         """Place one pod, or return False when it fits nowhere."""
-        best = -1
-        tied: list[tuple[int, int]] = []
-        cache = self.scores.setdefault(shape, {})
+        best: tuple[float, int, int] | None = None
+        cache = self.gradients.setdefault(shape, {})
         keys = self.cluster.keys
         for class_id in self.cluster.classes:
             found = cache.get(class_id, _MISSING)
             if found is _MISSING:
-                found = cache[class_id] = self._score(keys[class_id], shape)
-            if found is None or found[0] < best:
-                continue
-            if found[0] > best:
-                best, tied = found[0], []
-            tied.append((class_id, found[1]))
-        if not tied:
+                found = cache[class_id] = self._gradient(keys[class_id], shape)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = (found[0], class_id, found[1])
+        if best is None:
             return False
-        index, free_before = self._draw(tied)
+        _, key, free_before = best
+        index = self.cluster.member(key)
         node = self.cluster.nodes[index]
         if shape.is_slice:
             gpus: tuple[int, ...] = (node.free_gpus.index(free_before),)
@@ -224,21 +205,8 @@ class FgdPolicy:
         self.cluster.take(shape, Choice(index, gpus))
         return True
 
-    def _draw(self, tied: list[tuple[int, int]]) -> tuple[int, int]:
-        """A node drawn uniformly among the nodes of the `(class, GPU free share)` tied."""
-        pick = self.rng.randrange(sum(len(self.cluster.classes[c]) for c, _ in tied))
-        for class_id, free_before in tied:
-            members = self.cluster.classes[class_id]
-            if pick < len(members):
-                return sorted(members)[pick], free_before
-            pick -= len(members)
-        raise AssertionError("the draw is below the number of tied nodes")
-
-    def _score(self, key: ClassKey, shape: Shape) -> tuple[int, int] | None:
-        """(score, free share of the GPU a slice takes) for the best placement, or None.
-
-        Ties between a node's GPUs go to the tightest.
-        """
+    def _gradient(self, key: ClassKey, shape: Shape) -> tuple[float, int] | None:
+        """(F increase, free share of the GPU a slice takes) for the best placement, or None."""
         model, _, free_cpu, free_memory, frees = key
         if shape.models and model not in shape.models:
             return None
@@ -247,22 +215,22 @@ class FgdPolicy:
         before = self._fragmentation(model, free_cpu, frees)
         cpu_after = free_cpu - shape.cpu_milli
         if not shape.gpus:
-            return _score(self._fragmentation(model, cpu_after, frees) - before), 0
+            return self._fragmentation(model, cpu_after, frees) - before, 0
         if not shape.is_slice:
             start = bisect_left(frees, MILLI_GPU)
             if len(frees) - start < shape.gpus:
                 return None
             after = frees[:start] + (0,) * shape.gpus + frees[start + shape.gpus :]
-            return _score(self._fragmentation(model, cpu_after, tuple(sorted(after))) - before), 0
-        best: tuple[int, int] | None = None
+            return self._fragmentation(model, cpu_after, tuple(sorted(after))) - before, 0
+        best: tuple[float, int] | None = None
         for free in sorted(set(frees)):
             if free < shape.per_gpu_milli:
                 continue
             at = frees.index(free)
             after = tuple(sorted((*frees[:at], free - shape.per_gpu_milli, *frees[at + 1 :])))
-            score = _score(self._fragmentation(model, cpu_after, after) - before)
-            if best is None or score > best[0]:
-                best = (score, free)
+            delta = self._fragmentation(model, cpu_after, after) - before
+            if best is None or delta < best[0]:
+                best = (delta, free)
         return best
 
     def _fragmentation(self, model: str, free_cpu: int, frees: tuple[int, ...]) -> float:
@@ -273,10 +241,4 @@ class FgdPolicy:
         return value
 
 
-def _score(gradient: float) -> int:
-    """FGD's Kubernetes score (0-100, higher is better) for a fragmentation increase in milli."""
-    return int(_MAX_SCORE / (1 + math.exp(gradient / MILLI_GPU)))
-
-
-_MAX_SCORE = 100
-_MISSING: tuple[int, int] = (-1, -1)
+_MISSING: tuple[float, int] = (float("nan"), -1)

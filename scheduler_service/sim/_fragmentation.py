@@ -107,7 +107,8 @@ class AistackPolicy:
     The experiment bypasses the cycle's queues, fair share and ordering on purpose: the FGD
     protocol measures placement alone (pods arrive one by one, each is placed at once or
     skipped, nothing leaves), so each pod goes straight to `place`, the code that phase 3 of
-    every cycle runs, with a `Fragmentation` scorer for the trace's shape mix.
+    every cycle runs, with a `Fragmentation` scorer for the trace's shape mix that looks two
+    pods ahead (see `core._fragmentation`; the cycle itself scores slices only, one step ahead).
 
     All nodes go into one pool (`POOL`). The loader gives each GPU model its own pool, as an
     administrator would for quotas; but the protocol has no quotas, and a cycle tries a
@@ -167,7 +168,7 @@ def _placer(
     policy: str, nodes: tuple[Node, ...], pods: Sequence[OpenbPod], seed: int
 ) -> Callable[[OpenbPod], bool]:
     if policy == "aistack":
-        mix = ShapeMix(((p.request, p.models, 1) for p in pods), by_demand=True)
+        mix = ShapeMix((p.request, p.models, 1) for p in pods)
         return AistackPolicy(nodes, Fragmentation(mix, lookahead=2)).place
     if policy == "random":
         # A stream of its own, so Random's choices do not shift the arrival order.
@@ -177,8 +178,6 @@ def _placer(
         best = BestFitPolicy(nodes)
         return lambda pod: best.place(shape_of(pod))
     if policy == "fgd":
-        fgd = FgdPolicy(
-            nodes, TaskMix([shape_of(pod) for pod in pods]), random.Random(f"fgd-policy-{seed}")
-        )
+        fgd = FgdPolicy(nodes, TaskMix([shape_of(pod) for pod in pods]))
         return lambda pod: fgd.place(shape_of(pod))
     raise ValueError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
