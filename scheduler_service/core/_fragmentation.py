@@ -7,12 +7,16 @@ fit the node (CPU, GPU model, GPUs), and otherwise the free capacity of the GPUs
 is below the shape's per-GPU demand (a 30% leftover is a fragment for an 80% slice). Placement
 prefers the node and GPU whose placement raises the node's fragmentation least.
 
-One refinement over the paper's score, optional here and used by the openb experiment
-(measured in `docs/results.md`, Experiment 1): *lookahead*. Fragmentation is measured some
-pods later: for each shape of the mix, the node's capacity is stranded outright when the shape
-does not fit, and otherwise the shape is placed (a slice on the tightest GPU it fits) and the
-node is scored again, one pod fewer ahead. One-step fragmentation cannot see that a node's last
-free GPU and last CPU fit one more pod but leave a sliver no pod can use; the lookahead can.
+Two refinements over the paper's score, both optional here and both used by the openb experiment
+(`sim/_fragmentation.py`, where each is measured):
+
+- the mix is weighted by *GPU demand*, not by pod count: the goal is GPU capacity handed out,
+  so a fragment that would have taken an 8-GPU pod matters eight times a 1-GPU pod's;
+- *lookahead*: fragmentation is measured one pod later. For each shape of the mix, the node's
+  capacity is stranded outright when the shape does not fit, and otherwise the shape is placed
+  (a slice on the tightest GPU it fits) and the node's fragmentation for the following pod is
+  taken. One-step fragmentation cannot see that a node's last free GPU and last CPU fit one
+  more pod but leave a sliver no pod can use; the lookahead can.
 
 A node's fragmentation depends only on its *signature* (GPU model, free CPU, the sorted free
 compute of its GPUs), and most nodes of a pool share a few signatures, so `Fragmentation`
@@ -48,25 +52,34 @@ def signature(node: NodeState) -> Signature:
 
 
 class ShapeMix:
-    """The GPU request shapes of a workload mix and their popularity (pods of each shape).
+    """The GPU request shapes of a workload mix and the weight of each.
 
-    Shapes are grouped by GPU demand (GPU count, per-GPU percent, acceptable models); inside a
-    group the CPU demands are sorted with cumulative popularity, so the share of a group that
-    a node's free CPU admits is one bisection. CPU-only pods use no GPU and are left out.
+    A shape's weight is its pods' share of the mix: by pod count as in the paper, or with
+    `by_demand` by GPU demand (pods x GPU percent each asks for). Shapes are grouped by GPU
+    demand (GPU count, per-GPU percent, acceptable models); inside a group the CPU demands are
+    sorted with cumulative weight, so the share of a group that a node's free CPU admits is one
+    bisection. CPU-only pods use no GPU and are left out.
     """
 
-    def __init__(self, shapes: Iterable[tuple[Request, tuple[str, ...], int]]) -> None:
-        """Count `(request, acceptable models, pods)` entries; popularity sums to 1."""
+    def __init__(
+        self, shapes: Iterable[tuple[Request, tuple[str, ...], int]], *, by_demand: bool = False
+    ) -> None:
+        """Count `(request, acceptable models, pods)` entries; the weights sum to 1."""
         counts: Counter[tuple[int, int, tuple[str, ...], int]] = Counter()
         for request, models, pods in shapes:
             if request.is_slice:
-                counts[1, request.gpu_compute_percent, models, request.cpu_milli] += pods
+                gpus, per_gpu = 1, request.gpu_compute_percent
             elif request.gpus:
-                counts[request.gpus, _FULL, models, request.cpu_milli] += pods
+                gpus, per_gpu = request.gpus, _FULL
+            else:
+                continue
+            counts[gpus, per_gpu, models, request.cpu_milli] += pods * (
+                gpus * per_gpu if by_demand else 1
+            )
         total = sum(counts.values()) or 1
         grouped: dict[tuple[int, int, tuple[str, ...]], list[tuple[int, float]]] = {}
-        for (gpus, per_gpu, models, cpu), pods in counts.items():
-            grouped.setdefault((gpus, per_gpu, models), []).append((cpu, pods / total))
+        for (gpus, per_gpu, models, cpu), weight in counts.items():
+            grouped.setdefault((gpus, per_gpu, models), []).append((cpu, weight / total))
         self.groups: list[tuple[int, int, tuple[str, ...], list[int], list[float]]] = []
         for (gpus, per_gpu, models), entries in sorted(grouped.items()):
             entries.sort()
@@ -143,7 +156,7 @@ MAIN_SHARE = 0.05
 """Beyond the first pod, the lookahead follows only shapes with at least this share of the mix.
 
 A cost bound, not a tuned value: each step ahead multiplies the states scored by the shapes
-followed (81 on openb `default`, 6 of them main); following all of them two pods ahead cost six
+followed (81 on openb `default`, 5 of them main); following all of them two pods ahead cost six
 times as much on openb for no more allocation, and rare shapes weigh little anyway.
 """
 

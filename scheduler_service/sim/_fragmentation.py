@@ -107,8 +107,9 @@ class AistackPolicy:
     The experiment bypasses the cycle's queues, fair share and ordering on purpose: the FGD
     protocol measures placement alone (pods arrive one by one, each is placed at once or
     skipped, nothing leaves), so each pod goes straight to `place`, the code that phase 3 of
-    every cycle runs, with a `Fragmentation` scorer for the trace's shape mix that looks two
-    pods ahead (see `core._fragmentation`; the cycle itself scores slices only, one step ahead).
+    every cycle runs, with a `Fragmentation` scorer for the trace's shape mix, weighted by GPU
+    demand and looking two pods ahead (see `core._fragmentation`; the cycle itself scores
+    slices only, one step ahead, by pod count).
 
     All nodes go into one pool (`POOL`). The loader gives each GPU model its own pool, as an
     administrator would for quotas; but the protocol has no quotas, and a cycle tries a
@@ -168,7 +169,7 @@ def _placer(
     policy: str, nodes: tuple[Node, ...], pods: Sequence[OpenbPod], seed: int
 ) -> Callable[[OpenbPod], bool]:
     if policy == "aistack":
-        mix = ShapeMix((p.request, p.models, 1) for p in pods)
+        mix = ShapeMix(((p.request, p.models, 1) for p in pods), by_demand=True)
         return AistackPolicy(nodes, Fragmentation(mix, lookahead=2)).place
     if policy == "random":
         # A stream of its own, so Random's choices do not shift the arrival order.

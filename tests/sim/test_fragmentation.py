@@ -260,6 +260,15 @@ def test_lookahead_sees_the_cpu_a_node_needs_for_its_last_gpu(gpus: int) -> None
     assert placed == [("roomy", 2 * gpus - 2), ("tight", 2 * gpus - 1)]
 
 
+def test_a_mix_by_demand_weighs_shapes_by_the_gpus_they_ask_for() -> None:
+    one, eight = Request(gpus=1, cpu_milli=1000), Request(gpus=8, cpu_milli=1000)
+    shapes = [(one, (), 4), (eight, (), 1)]
+    seven_free = ("T4", 64_000, (0,) + (100,) * 7)  # fits the 1-GPU pods, not the 8-GPU one
+
+    assert ShapeMix(shapes).fragmentation(seven_free) == pytest.approx(700 * 1 / 5)
+    assert ShapeMix(shapes, by_demand=True).fragmentation(seven_free) == pytest.approx(700 * 8 / 12)
+
+
 # -- the command line ---------------------------------------------------------------------
 
 
