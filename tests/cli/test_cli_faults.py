@@ -11,6 +11,7 @@ import pytest
 from scheduler_service import cli
 from scheduler_service.core import Plan, Snapshot, Violation, check_plan
 from scheduler_service.sim import _engine, _replay
+from tests.sim.traces import write_philly
 
 TESTDATA = Path(__file__).parents[1] / "scenarios" / "testdata"
 SCENARIO = str(TESTDATA / "three_researchers.toml")
@@ -21,20 +22,6 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     status = cli.main(argv)
     out, err = capsys.readouterr()
     return status, out, err
-
-
-def philly(folder: Path) -> Path:
-    """A tiny Philly trace: two VCs of one node each, six jobs a minute apart."""
-    (folder / "philly_vc.csv").write_text("vc,node num\na,1\nb,1\n", encoding="utf-8")
-    lines = [
-        f"2017-10-01 00:{i:02d}:00,{600 + 60 * i}.0,{g},{(600 + 60 * i) * g}.0,{'ab'[i % 2]}"
-        for i, g in enumerate([8, 8, 4, 1, 2, 8])
-    ]
-    (folder / "philly_jobs_2017-09_10.csv").write_text(
-        "timestamp,duration,num_gpus,gpu_time,cluster\n" + "\n".join(lines) + "\n",
-        encoding="utf-8",
-    )
-    return folder
 
 
 def test_a_scenario_with_faults_shows_them_and_replays_exactly(
@@ -91,7 +78,14 @@ def test_a_probability_needs_a_seed(tmp_path: Path, capsys: pytest.CaptureFixtur
     status, _, err = run(["scenario", SCENARIO, "--pod-crash", "0.1"], capsys)
     assert status == 2
     assert err.startswith(message)
-    pooling = ["sim", "pooling", "--data", str(philly(tmp_path)), "--out", str(tmp_path / "out")]
+    pooling = [
+        "sim",
+        "pooling",
+        "--data",
+        str(write_philly(tmp_path)),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     status, _, err = run([*pooling, "--patch-failure", "0.1"], capsys)
     assert status == 2
     assert err.startswith(message)
@@ -121,7 +115,7 @@ def test_pooling_with_faults_replays_exactly_and_checks_every_plan(
         return check_plan(snapshot, plan)
 
     monkeypatch.setattr(_replay, "check_plan", check)
-    data = philly(tmp_path)
+    data = write_philly(tmp_path)
     argv = ["sim", "pooling", "--data", str(data), "--load", "native", "--policies", "aistack"]
     argv += ["--faults-seed", "5", "--patch-failure", "0.5", "--pod-crash", "0.2"]
 
@@ -141,7 +135,7 @@ def test_a_broken_invariant_in_pooling_prints_the_command_that_replays_that_load
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(_replay, "check_plan", lambda *_: [Violation("overcommit", "n1 GPU 0")])
-    data = philly(tmp_path)
+    data = write_philly(tmp_path)
     out = tmp_path / "out"
     argv = ["sim", "pooling", "--data", str(data), "--load", "0.5", "--policies", "aistack"]
 

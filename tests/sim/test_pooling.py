@@ -22,6 +22,7 @@ from scheduler_service.sim._pooling import (
 )
 from scheduler_service.sim._pooling_metrics import figures_of, jain_index, percentile
 from scheduler_service.sim._replay import ReplaySettings
+from tests.sim.traces import write_philly
 
 SETTINGS = ReplaySettings(
     cycle_seconds=60,
@@ -225,15 +226,7 @@ def test_a_what_if_that_cannot_be_is_refused_with_its_reason(what_if: WhatIf, me
 def test_cli_smoke_run_writes_table_json_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "philly_vc.csv").write_text("vc,node num\na,1\nb,1\n", encoding="utf-8")
-    lines = [
-        f"2017-10-01 00:{i:02d}:00,{600 + 60 * i}.0,{g},{(600 + 60 * i) * g}.0,{'ab'[i % 2]}"
-        for i, g in enumerate([8, 8, 4, 1, 2, 8])
-    ]
-    (tmp_path / "philly_jobs_2017-09_10.csv").write_text(
-        "timestamp,duration,num_gpus,gpu_time,cluster\n" + "\n".join(lines) + "\n",
-        encoding="utf-8",
-    )
+    write_philly(tmp_path)
     out = tmp_path / "out"
     argv = ["sim", "pooling", "--data", str(tmp_path), "--limit-jobs", "5", "--out", str(out)]
     assert main([*argv, "--load", "native", "--check-plans"]) == 0
