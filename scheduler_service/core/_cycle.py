@@ -89,8 +89,12 @@ def schedule(snapshot: Snapshot, now: float) -> Plan:
     return run_cycle(World(snapshot), now)
 
 
-def run_cycle(world: World, now: float) -> Plan:
-    """One cycle on `world`, which is left as it was found (see `_Cycle.undo`)."""
+def run_cycle(world: World, now: float, *, explain: bool = True) -> Plan:
+    """One cycle on `world`, which is left as it was found (see `_Cycle.undo`).
+
+    With `explain` False, phase 6 is skipped: the plan's decisions are the same, and its
+    `pending` is empty (see `Scheduler.cycle`).
+    """
     cycle = _Cycle(world, now)
     try:
         cycle.validate()  # 0
@@ -98,7 +102,7 @@ def run_cycle(world: World, now: float) -> Plan:
         cycle.allocate()  # 2 and 3: the order drives allocation as queues' standing changes
         cycle.reclaim()  # 4
         cycle.preempt()  # 5
-        return cycle.explain()  # 6
+        return cycle.explain() if explain else cycle.decisions()  # 6, or the decisions alone
     finally:
         cycle.undo()
 
@@ -939,10 +943,36 @@ class _Cycle:
 
     # -- 6. explain -----------------------------------------------------------------------
 
+    def decisions(self) -> Plan:
+        """The plan without phase 6: admissions, evictions, reservations and shares only."""
+        self._unaccount_nominees()
+        return Plan(
+            admissions=self._admissions(),
+            evictions=self._evictions(),
+            reservations=tuple(self.reservations),
+            shares=self._queue_shares(),
+        )
+
+    def _unaccount_nominees(self) -> None:
+        """The workloads waiting for evictions stop counting for their queues: not running yet.
+
+        Phase 4 counted each for its queue, so that later decisions saw the world after the
+        evictions; the plan's shares, and the world after the cycle, must not.
+        """
+        for _, workload, pool in self.nominated.values():
+            self.state.account(workload, pool, -1)
+
+    def _admissions(self) -> tuple[Admission, ...]:
+        return tuple(
+            Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
+        )
+
+    def _evictions(self) -> tuple[Eviction, ...]:
+        return tuple(sorted(self.evictions, key=lambda e: e.workload))
+
     def explain(self) -> Plan:
         """Phase 6: the plan, with one typed reason for every workload still pending."""
-        for _, workload, pool in self.nominated.values():
-            self.state.account(workload, pool, -1)  # the beneficiary is not running yet
+        self._unaccount_nominees()
         self._reserved_by = {r.workload: r for r in self.reservations}
         # Most workloads wait for a reason that follows from their (queue, first pool, shape)
         # alone (`_reason`): worked out once per such class and handed to its members, then
@@ -977,12 +1007,9 @@ class _Cycle:
             )
         self.world.last_pending = {entry.workload: entry for entry in pending}
         self.world.last_reasons = self._shared_reasons
-        admissions = tuple(
-            Admission(name, allocation) for name, (_, allocation) in sorted(self.admitted.items())
-        )
         return Plan(
-            admissions=admissions,
-            evictions=tuple(sorted(self.evictions, key=lambda e: e.workload)),
+            admissions=self._admissions(),
+            evictions=self._evictions(),
             pending=tuple(pending),
             reservations=tuple(self.reservations),
             shares=self._queue_shares(),

@@ -151,9 +151,15 @@ class Scheduler:
 
     # -- decisions ------------------------------------------------------------------------
 
-    def cycle(self, now: float) -> Plan:
-        """One scheduling cycle; equal to `schedule(self.snapshot(), now)`. Changes nothing."""
-        return run_cycle(self._current(), now)
+    def cycle(self, now: float, *, explain: bool = True) -> Plan:
+        """One scheduling cycle; equal to `schedule(self.snapshot(), now)`. Changes nothing.
+
+        With `explain` False the cycle skips phase 6 and the plan's `pending` is empty; its
+        admissions, evictions, reservations and shares are the same. For callers that act on
+        the decisions and never show the reasons, such as a trace replay: phase 6 gives every
+        waiting workload its reason, so it costs time in what waits, cycle after cycle.
+        """
+        return run_cycle(self._current(), now, explain=explain)
 
     def snapshot(self) -> Snapshot:
         """Everything the scheduler knows, as a snapshot."""

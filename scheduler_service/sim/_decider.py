@@ -53,8 +53,12 @@ class Decider(Protocol):
     def finished(self, name: str) -> None:
         """`name` completed and holds nothing any more."""
 
-    def cycle(self, now: float) -> Plan:
-        """One scheduling cycle at `now` over the current state."""
+    def cycle(self, now: float, *, explain: bool = True) -> Plan:
+        """One scheduling cycle at `now` over the current state.
+
+        With `explain` False the plan may leave out the pending workloads' reasons (`pending`
+        empty); its decisions are the same.
+        """
 
     def snapshot(self) -> Snapshot:
         """The current state as the core's snapshot."""
@@ -97,8 +101,8 @@ class SnapshotDecider:
         """See `Decider.finished`."""
         del self._workloads[name]
 
-    def cycle(self, now: float) -> Plan:
-        """See `Decider.cycle`."""
+    def cycle(self, now: float, *, explain: bool = True) -> Plan:
+        """See `Decider.cycle`; the reference form always explains."""
         return schedule(self.snapshot(), now)
 
     def snapshot(self) -> Snapshot:

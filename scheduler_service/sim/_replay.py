@@ -14,8 +14,10 @@ Same semantics as `Engine`, shaped for traces of tens of thousands of jobs:
   time = the GPU time held that did not end as kept progress.
 
 With an `IdleGate` (`gate`), a cycle that provably can neither admit nor evict is skipped
-(`skipped_cycles` counts them); outcomes are the same. With `check_plans` every plan is checked
-with `check_plan` against the snapshot it was made from; a violation raises `SimulationError`.
+(`skipped_cycles` counts them); outcomes are the same. The replay acts on decisions and reports
+no reasons, so it asks the core for decisions alone (`explain=False`: phase 6 skipped, the same
+decisions). With `check_plans` every plan is explained and checked with `check_plan` against
+the snapshot it was made from; a violation raises `SimulationError`.
 
 With `Faults`, failures are drawn from its seed, as the scenario `Engine` draws them: carrying
 out an admission fails with `patch_failure` (the workload stays pending and the next grid
@@ -241,7 +243,9 @@ class _Replay:
             self.progress(now, self.finished)
         if self.faults is not None and self.faults.pod_crash:
             self._crash_pods(now)
-        plan = self.decider.cycle(now)
+        # The replay acts on decisions and reports no reasons: phase 6 runs only when the plan
+        # is checked (`check_plan` wants every pending workload's reason).
+        plan = self.decider.cycle(now, explain=self.settings.check_plans)
         if self.settings.check_plans:
             self._check(plan, now)
         for eviction in plan.evictions:

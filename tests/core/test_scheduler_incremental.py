@@ -2,12 +2,14 @@
 
 Random event histories (submit, carry out admissions and evictions, finish, requeue, node
 loss) drive a `Scheduler`; after every step its plan must equal `schedule` on its snapshot,
-and carrying out that plan must keep every invariant.
+and carrying out that plan must keep every invariant. A cycle without reasons
+(`explain=False`) must decide the same and change nothing either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -47,8 +49,11 @@ def test_scheduler_decides_as_schedule_does_after_any_history(data: st.DataObjec
             count += 1
             scheduler.submit(data.draw(workloads(f"w{count:03}", queues, pools, submitted_at=now)))
         snapshot = scheduler.snapshot()
+        # Decisions alone first: the same decisions, and the world left as it was found.
+        decided = scheduler.cycle(now, explain=False)
         plan = scheduler.cycle(now)
         assert plan == schedule(snapshot, now)
+        assert decided == replace(plan, pending=())
         assert check_plan(snapshot, plan) == []
         _carry_out(scheduler, plan, now)
         now += 60.0
