@@ -68,20 +68,30 @@ def _pointer(segment: str) -> str:
     return segment.replace("~", "~0").replace("/", "~1")
 
 
+class QueueUnreadableError(Exception):
+    """A queue could not be read from the API server; the message says why."""
+
+
 class KubeWebhooks:
     """The pod and queue webhooks, deciding on the service's current view of the queues.
 
     `queues` returns the known queues by name; `workloads_in` returns how many workloads (pending
-    or placed) a queue holds. Both read the driver's caches, so a decision costs no API call.
+    or placed) a queue holds. Both read the driver's caches, so a decision costs no API call,
+    but for one case: a pod naming a queue the cache does not hold. A queue created a moment
+    before may not have come through the watch yet, so `read_queue` reads it from the API
+    server (None: it does not exist; `QueueUnreadableError`: it could not be read) before the pod
+    is refused.
     """
 
     def __init__(
         self,
         queues: Callable[[], Mapping[str, Queue]],
         workloads_in: Callable[[str], int],
+        read_queue: Callable[[str], Queue | None] = lambda _name: None,
     ) -> None:
         self._queues = queues
         self._workloads_in = workloads_in
+        self._read_queue = read_queue
 
     # -- pods -------------------------------------------------------------------------------------
 
@@ -119,6 +129,16 @@ class KubeWebhooks:
 
     def _queue_refusal(self, name: str) -> str:
         queues = self._queues()
+        if name not in queues:
+            try:
+                fresh = self._read_queue(name)
+            except QueueUnreadableError as error:
+                return (
+                    f"queue {name!r} is not known to the scheduler yet and could not be read "
+                    f"from the API server ({error}); create the pod again in a moment"
+                )
+            if fresh is not None:
+                queues = {**queues, name: fresh}
         if name not in queues:
             known = ", ".join(sorted(q for q in queues if _is_leaf(q, queues))) or "none yet"
             return (

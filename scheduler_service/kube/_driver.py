@@ -17,8 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any, Protocol, TypeVar, cast
 
+import urllib3
 from kubernetes.client import (
     ApiClient,
     CoreV1Api,
@@ -29,9 +31,9 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from scheduler_service.api import ClusterStatus
-from scheduler_service.core import Plan, Snapshot
+from scheduler_service.core import Plan, Queue, Snapshot
 from scheduler_service.kube import _keys as keys
-from scheduler_service.kube._admission import KubeWebhooks
+from scheduler_service.kube._admission import KubeWebhooks, QueueUnreadableError
 from scheduler_service.kube._ledger import (
     Intents,
     Ledger,
@@ -43,6 +45,7 @@ from scheduler_service.kube._ledger import (
 )
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
 from scheduler_service.kube._settings import ServiceSettings
+from scheduler_service.kube._translate import QueueError, queue_from_k8s
 
 __all__ = ["ClusterDriver", "DriverMetrics"]
 
@@ -126,7 +129,7 @@ class ClusterDriver:
                 self._events,
             ),
         ]
-        self.webhooks = KubeWebhooks(self._queues, self._workloads_in)
+        self.webhooks = KubeWebhooks(self._queues, self._workloads_in, self._read_queue)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -441,6 +444,26 @@ class ClusterDriver:
     def _queues(self) -> Any:
         with self._lock:
             return self._ledger.queues()
+
+    def _read_queue(self, name: str) -> Queue | None:
+        """The Queue `name` as the API server has it now; None if there is none (or it is bad).
+
+        Raises `QueueUnreadableError` when the API server does not answer.
+        """
+        try:
+            obj = self._custom.get_cluster_custom_object(
+                keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, name, _request_timeout=5
+            )
+        except ApiException as error:
+            if error.status == HTTPStatus.NOT_FOUND:
+                return None
+            raise QueueUnreadableError(f"HTTP {error.status} {error.reason}") from error
+        except (OSError, urllib3.exceptions.HTTPError) as error:
+            raise QueueUnreadableError(str(error)) from error
+        try:
+            return queue_from_k8s(cast(dict[str, Any], obj))
+        except QueueError:
+            return None  # the queue webhook and the CRD refuse such queues; as if absent
 
     def _workloads_in(self, queue_name: str) -> int:
         with self._lock:

@@ -9,6 +9,7 @@ import pytest
 
 from scheduler_service.core import Queue
 from scheduler_service.kube import KubeWebhooks, keys
+from scheduler_service.kube._admission import QueueUnreadableError
 from tests.kube.objects import make_pod, make_queue
 
 QUEUES = {
@@ -96,6 +97,35 @@ def test_pods_for_unknown_or_parent_queues_are_refused(queue: str, message: str)
     decision = hooks().mutate_pod(pod_create(make_pod("p", queue, gpus=1)))
     assert not decision.allowed
     assert message in decision.message
+
+
+def test_a_queue_the_watch_has_not_brought_yet_is_read_from_the_api_server() -> None:
+    # A queue created a moment before its first pod: the cache lacks it, the API server has it.
+    asked: list[str] = []
+
+    def read_queue(name: str) -> Queue | None:
+        asked.append(name)
+        return Queue(name) if name == "new" else None
+
+    webhooks = KubeWebhooks(lambda: QUEUES, lambda _queue: 0, read_queue)
+    assert webhooks.mutate_pod(pod_create(make_pod("p", "new", gpus=1))).allowed
+    missing = webhooks.mutate_pod(pod_create(make_pod("p", "nope", gpus=1)))
+    assert "queue 'nope' does not exist (leaf queues: a, b)" in missing.message
+    assert webhooks.mutate_pod(pod_create(make_pod("p", "a", gpus=1))).allowed
+    assert asked == ["new", "nope"]  # a cached queue costs no API call
+
+
+def test_a_queue_that_cannot_be_read_refuses_the_pod_with_a_retry() -> None:
+    def read_queue(name: str) -> Queue | None:
+        raise QueueUnreadableError("HTTP 503 Service Unavailable")
+
+    webhooks = KubeWebhooks(lambda: QUEUES, lambda _queue: 0, read_queue)
+    decision = webhooks.mutate_pod(pod_create(make_pod("p", "new", gpus=1)))
+    assert not decision.allowed
+    assert decision.message == (
+        "queue 'new' is not known to the scheduler yet and could not be read from the API "
+        "server (HTTP 503 Service Unavailable); create the pod again in a moment"
+    )
 
 
 def test_a_pod_that_names_its_node_is_refused() -> None:
