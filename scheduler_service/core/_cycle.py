@@ -76,6 +76,8 @@ from scheduler_service.core._world import World
 __all__ = ["run_cycle", "schedule"]
 
 _GateReason = QueueAtLimit | OverQuotaNotAllowed
+_EVICTING_TALLY = (None, 0, False)
+"""The `World.reclaim_tally` key of evicting workloads (`tally_key`)."""
 _QueueKey = tuple[bool, float, float, int, str]
 _R = TypeVar("_R", bound=Reason)
 
@@ -95,7 +97,7 @@ def run_cycle(world: World, now: float, *, explain: bool = True) -> Plan:
     With `explain` False, phase 6 is skipped: the plan's decisions are the same, and its
     `pending` is empty (see `Scheduler.cycle`).
     """
-    cycle = _Cycle(world, now)
+    cycle = _Cycle(world, now, explain=explain)
     try:
         cycle.validate()  # 0
         cycle.fair_share()  # 1
@@ -110,9 +112,11 @@ def run_cycle(world: World, now: float, *, explain: bool = True) -> Plan:
 class _Cycle:
     """Scratch data of one cycle; see the module docstring for the phases."""
 
-    def __init__(self, world: World, now: float) -> None:
+    def __init__(self, world: World, now: float, *, explain: bool = True) -> None:
         self.world = world
         self.now = now
+        self.explaining = explain
+        """Whether phase 6 runs; without it, phase 4's notes (for reasons) are not needed."""
         self.policy = world.policy
         self.queues = world.queues
         self.state = world.state
@@ -504,6 +508,8 @@ class _Cycle:
 
     def reclaim(self) -> None:
         """Phase 4: queues below their fair share take back GPUs lent to queues above theirs."""
+        if not self.explaining and self._nothing_to_take():
+            return  # every search would fail; only phase 6 would read what it noted
         failed: set[tuple[object, ...]] = set()
         for group, items in self._runs():
             if group is not None and self._none_entitled(*group):
@@ -511,6 +517,18 @@ class _Cycle:
             for workload in items:
                 if workload.name not in self.admitted and workload.name not in self.nominated:
                     self._reclaim_for(workload, failed)
+
+    def _nothing_to_take(self) -> bool:
+        """Whether no reclaim search can find victims: nothing is being evicted, one queue alone.
+
+        That is, one queue alone has work waiting or placed, and reclaim never takes a queue's
+        own work.
+        """
+        if any(tally.get(_EVICTING_TALLY) for tally in self.world.reclaim_tally.values()):
+            return False
+        queues = set(self._in_order)
+        queues.update(queue for (queue, _), placed in self.placed_by_queue_pool.items() if placed)
+        return len(queues) <= 1
 
     def _none_entitled(self, queue: str, pool: str) -> bool:
         """Whether no workload of the plain group (queue, pool) may reclaim.

@@ -19,6 +19,7 @@ from scheduler_service.core import (
     Plan,
     Scheduler,
     SchedulerError,
+    WaitingForEviction,
     WorkloadState,
     check_plan,
     schedule,
@@ -68,6 +69,22 @@ def test_scheduler_decides_as_schedule_does_after_any_history(data: st.DataObjec
             node = data.draw(st.sampled_from(nodes))
             scheduler.set_node_ready(node.name, data.draw(st.sampled_from((True, False))))
     assert scheduler.cycle(now) == schedule(scheduler.snapshot(), now)
+
+
+def test_decisions_alone_still_use_room_being_freed_in_a_single_queue() -> None:
+    # One queue, so reclaim has nothing to take, but room is being freed (e, evicting): the
+    # decisions-only cycle must not skip what uses it. w waits for e's GPUs rather than
+    # preempting l, and both forms of the cycle decide so.
+    scheduler = Scheduler([make_node("n1", gpus=8)], [make_queue("team", quota=8)])
+    for name, gpus in (("e", (0, 1, 2, 3)), ("l", (4, 5, 6, 7))):
+        scheduler.submit(make_step(name, "team", gpus=4))
+        scheduler.started(name, (pod_on("n1", *gpus),), 0.0)
+    scheduler.evicting("e")
+    scheduler.submit(make_step("w", "team", gpus=4, priority=5))
+    plan = scheduler.cycle(100.0)
+    assert plan.evictions == ()
+    assert isinstance(plan.reason_for("w"), WaitingForEviction)
+    assert scheduler.cycle(100.0, explain=False) == replace(plan, pending=())
 
 
 def test_a_cycle_leaves_the_scheduler_unchanged() -> None:
