@@ -524,6 +524,8 @@ class _Cycle:
         That is, one queue alone has work waiting or placed, and reclaim never takes a queue's
         own work.
         """
+        if len(self._in_order) > 1:
+            return False
         if any(tally.get(_EVICTING_TALLY) for tally in self.world.reclaim_tally.values()):
             return False
         queues = set(self._in_order)
