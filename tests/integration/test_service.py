@@ -45,6 +45,50 @@ def create(core: CoreV1Api, namespace: str, pod: dict[str, Any]) -> None:
     core.create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]
 
 
+def submit_gpu_workflow(
+    admin: ApiClient,
+    namespace: str,
+    name: str,
+    queue: str,
+    *,
+    gpus: int,
+    run_for: str,
+    retry_errors: bool = False,
+) -> None:
+    """Submit a one-step Argo Workflow whose step asks `queue` for `gpus` whole GPUs.
+
+    With `retry_errors`, the step carries what aistack_flows will set on every GPU step: an
+    eviction ("pod deleted") is an Error and is retried; a failing program is not.
+    """
+    template: dict[str, Any] = {
+        "name": "train",
+        "metadata": {
+            "labels": {keys.QUEUE_LABEL: queue},
+            "annotations": {"aistack.io/test-run-for": run_for},
+        },
+        "container": {
+            "image": "registry.invalid/train:test",
+            "command": ["python", "train.py"],
+            "resources": {"limits": {keys.GPU_RESOURCE: str(gpus)}},
+        },
+    }
+    if retry_errors:
+        template["retryStrategy"] = {
+            "limit": "3",
+            "retryPolicy": "Always",
+            "expression": 'lastRetry.status == "Error"',
+        }
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"entrypoint": "train", "templates": [template]},
+    }
+    CustomObjectsApi(admin).create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
+    )
+
+
 Pod = dict[str, Any]
 
 
@@ -420,31 +464,7 @@ def test_an_argo_workflow_step_asking_for_a_gpu_is_admitted_and_succeeds(
 ) -> None:
     pool = pool_nodes(make_gpu_node, 1)
     queue = make_queue(admin_client, {pool: 8})
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "train"},
-        "spec": {
-            "entrypoint": "train",
-            "templates": [
-                {
-                    "name": "train",
-                    "metadata": {
-                        "labels": {keys.QUEUE_LABEL: queue},
-                        "annotations": {"aistack.io/test-run-for": "1s"},
-                    },
-                    "container": {
-                        "image": "registry.invalid/train:test",
-                        "command": ["python", "train.py"],
-                        "resources": {"limits": {keys.GPU_RESOURCE: "1"}},
-                    },
-                }
-            ],
-        },
-    }
-    CustomObjectsApi(admin_client).create_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
-    )
+    submit_gpu_workflow(admin_client, namespace, "train", queue, gpus=1, run_for="1s")
     done = wait_for_workflow_phase(admin_client, namespace, "train", timeout=90)
     assert done["status"]["phase"] == "Succeeded"
     (listed,) = core.list_namespaced_pod(namespace).items
@@ -505,37 +525,8 @@ def test_a_reclaimed_argo_step_is_retried_and_finishes(
     pool = pool_nodes(make_gpu_node, 1)
     owner = make_queue(admin_client, {pool: 8})
     borrower = make_queue(admin_client, {pool: 0})
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "borrowed"},
-        "spec": {
-            "entrypoint": "train",
-            "templates": [
-                {
-                    "name": "train",
-                    "metadata": {
-                        "labels": {keys.QUEUE_LABEL: borrower},
-                        "annotations": {"aistack.io/test-run-for": "15s"},
-                    },
-                    # What aistack_flows will set on every GPU step: an eviction ("pod
-                    # deleted") is an Error, retried; a failing program is not.
-                    "retryStrategy": {
-                        "limit": "3",
-                        "retryPolicy": "Always",
-                        "expression": 'lastRetry.status == "Error"',
-                    },
-                    "container": {
-                        "image": "registry.invalid/train:test",
-                        "command": ["python", "train.py"],
-                        "resources": {"limits": {keys.GPU_RESOURCE: "8"}},
-                    },
-                }
-            ],
-        },
-    }
-    CustomObjectsApi(admin_client).create_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
+    submit_gpu_workflow(
+        admin_client, namespace, "borrowed", borrower, gpus=8, run_for="15s", retry_errors=True
     )
     first = wait_for(
         "the borrowed step to run",
