@@ -1,11 +1,11 @@
 """The cluster driver: the scheduler service on Kubernetes.
 
 Pods that carry the queue label are gated by the admission webhook at creation, watched, grouped
-into workloads, scheduled by the core, and released onto their node and GPUs; see `_keys` for
-the labels and annotations that form the contract with whoever creates the pods.
+into workloads, scheduled by the core, and released onto their node and GPUs; see
+`scheduler_service.pod_contract` for the labels and annotations that form the contract with
+whoever creates the pods.
 """
 
-from scheduler_service.kube import _keys as keys
 from scheduler_service.kube._admission import KubeWebhooks, injected_env
 from scheduler_service.kube._auth import KubeAuthorizer
 from scheduler_service.kube._driver import ClusterDriver, DriverMetrics
@@ -40,7 +40,6 @@ __all__ = [
     "SettingsError",
     "api_client",
     "injected_env",
-    "keys",
     "load_settings",
     "node_from_k8s",
     "parse_pod_request",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.api import AdmissionDecision
 from scheduler_service.core import Queue
-from scheduler_service.kube import _keys as keys
 from scheduler_service.kube._translate import (
     PodRequestError,
     QueueError,

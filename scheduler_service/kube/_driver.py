@@ -30,9 +30,9 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.api import ClusterStatus
 from scheduler_service.core import Plan, Queue, Snapshot
-from scheduler_service.kube import _keys as keys
 from scheduler_service.kube._admission import KubeWebhooks, QueueUnreadableError
 from scheduler_service.kube._ledger import (
     Intents,

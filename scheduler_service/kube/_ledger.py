@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.api import ClusterStatus, WorkloadPods
 from scheduler_service.core import (
     GPU,
@@ -40,7 +41,6 @@ from scheduler_service.core import (
     Workload,
     WorkloadState,
 )
-from scheduler_service.kube import _keys as keys
 from scheduler_service.kube._translate import (
     NodeError,
     PodRequest,

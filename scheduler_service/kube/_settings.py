@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.api import ApiSettings
 from scheduler_service.core import Policy
-from scheduler_service.kube import _keys as keys
 
 __all__ = ["ServiceSettings", "SettingsError", "load_settings"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.core import (
     GPU,
     GpuSlice,
@@ -29,7 +30,6 @@ from scheduler_service.core import (
     SnapshotError,
     TopologyWish,
 )
-from scheduler_service.kube import _keys as keys
 
 __all__ = [
     "NodeError",

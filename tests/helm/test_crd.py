@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler_service.kube import keys
+from scheduler_service import pod_contract as keys
 from tests.helm._chart import CRD, TESTDATA, expected_errors
 
 QUEUES = sorted((TESTDATA / "queues").glob("*.yaml"))

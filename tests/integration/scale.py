@@ -35,7 +35,7 @@ from typing import Any
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler_service.kube import keys
+from scheduler_service import pod_contract as keys
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
 from tests.integration.cluster import TestCluster, gpu_node, wait_for
 from tests.integration.service import RunningService, make_queue, managed_pod

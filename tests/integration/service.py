@@ -31,7 +31,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from scheduler_service.kube import keys
+from scheduler_service import pod_contract as keys
 from tests.integration.cluster import (
     BIN_DIR,
     SERVICE_NAMESPACE,

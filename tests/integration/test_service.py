@@ -15,7 +15,7 @@ import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from scheduler_service.kube import keys
+from scheduler_service import pod_contract as keys
 from tests.integration.cluster import GpuNodes, TestCluster, wait_for, wait_for_workflow_phase
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
 

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from scheduler_service.kube import _keys as keys
+from scheduler_service import pod_contract as keys
 from scheduler_service.kube._ledger import PodRelease
 
 _counter = itertools.count(1)

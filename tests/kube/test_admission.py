@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.core import Queue
-from scheduler_service.kube import KubeWebhooks, keys
+from scheduler_service.kube import KubeWebhooks
 from scheduler_service.kube._admission import QueueUnreadableError
 from tests.kube.objects import make_pod, make_queue
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from scheduler_service import pod_contract as keys
 from scheduler_service.core import Policy, WorkloadState
-from scheduler_service.kube import _keys as keys
 from scheduler_service.kube._ledger import Ledger, PodRelease
 from tests.kube.objects import Pod, make_gpu_node, make_pod, make_queue, released, with_phase
 

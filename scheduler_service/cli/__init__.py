@@ -2,12 +2,12 @@
 
     aistack demo [--scenario PATH]   the three-researchers story (or PATH), explained
     aistack scenario PATH [faults]   any scenario file: its timeline and queue summary
-    aistack sim pooling [...]        Experiment 2 on the Philly trace (see `_cli_pooling`)
-    aistack sim fragmentation [...]  Experiment 1 on openb (see `_cli_fragmentation`)
-    aistack serve [...]              the scheduler service on Kubernetes (see `_cli_serve`)
+    aistack sim pooling [...]        Experiment 2 on the Philly trace (see `_pooling`)
+    aistack sim fragmentation [...]  Experiment 1 on openb (see `_fragmentation`)
+    aistack serve [...]              the scheduler service on Kubernetes (see `_serve`)
 
 `scenario` and `sim pooling` take seeded faults (`--faults-seed N --patch-failure P
---pod-crash P`, see `_cli_faults`). Exit status: 0 on success; 2 for a usage error or a missing
+--pod-crash P`, see `_faults`). Exit status: 0 on success; 2 for a usage error or a missing
 or invalid scenario file (one line on stderr saying what is wrong, no traceback); 1 if the
 simulation itself stops, which means a plan broke one of the scheduler's invariants: a bug to
 report, with the message shown and the command that replays it.
@@ -19,13 +19,13 @@ import argparse
 import sys
 import textwrap
 
-from scheduler_service._cli_faults import add_fault_arguments, faults_from, replay_command
-from scheduler_service._cli_fragmentation import (
+from scheduler_service.cli._faults import add_fault_arguments, faults_from, replay_command
+from scheduler_service.cli._fragmentation import (
     add_fragmentation_parser,
     run_fragmentation_command,
 )
-from scheduler_service._cli_pooling import add_pooling_parser, run_pooling_command
-from scheduler_service._cli_serve import add_serve_parser, run_serve_command
+from scheduler_service.cli._pooling import add_pooling_parser, run_pooling_command
+from scheduler_service.cli._serve import add_serve_parser, run_serve_command
 from scheduler_service.sim import (
     Scenario,
     ScenarioError,

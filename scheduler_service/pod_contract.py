@@ -4,6 +4,11 @@ This is the contract between whoever creates a pod (aistack_flows, a user's YAML
 chart's webhook configuration) and the service. Everything a user writes lives under
 `aistack.io/`; what the service writes back (the allocation) lives under `alloc.aistack.io/`,
 and the admission webhook refuses pods that try to set those themselves.
+
+It is public and has no dependencies: aistack_flows (which writes pods through Argo), the
+service (which reads them) and the tests import every name from here, so the two sides cannot
+drift apart. The bounds below are the same on both sides: aistack_flows refuses a declaration
+outside them before anything is submitted, the webhook refuses such a pod at creation.
 """
 
 from typing import Final
@@ -21,6 +26,11 @@ QUEUE_LABEL: Final = "aistack.io/queue"
 
 KIND_LABEL: Final = "aistack.io/kind"
 """Label: build, train or infer (default train)."""
+
+KINDS: Final = ("build", "train", "infer")
+"""The values of the kind label (the core's `Kind`)."""
+
+DEFAULT_KIND: Final = "train"
 
 GANG_LABEL: Final = "aistack.io/gang"
 """Label: the gang's name; pods of one namespace with the same value are admitted together."""
@@ -87,6 +97,43 @@ EVICTION_REASON: Final = "AIStackEvicted"
 
 EVICTION_MESSAGE_PREFIX: Final = "aistack: "
 """Messages the service writes on pods start with this, so a retry expression can match them."""
+
+RECLAIMED_MESSAGE_PREFIX: Final = "aistack: reclaimed for "
+"""How the message of a pod evicted to give GPUs back to their owner starts ("... for <workload>:
+<why>"). The service writes it as the pod's status message, which Argo shows as the step's."""
+
+PREEMPTED_MESSAGE_PREFIX: Final = "aistack: preempted by "
+"""How the message of a pod evicted for higher-priority work of its own queue starts ("... by
+<workload> (priority ...)")."""
+
+DEADLINE_MESSAGE_PREFIX: Final = "aistack: deadline "
+"""How the message of a pod failed because its activeDeadlineSeconds passed while it waited
+starts; unlike an eviction, it is not retried for free."""
+
+GANG_SUBDOMAIN: Final = "aistack-gang"
+"""The headless Service (one per namespace, created by the service) that gives gang members DNS
+names, `<hostname>.aistack-gang`, so that every member can reach rank 0 (MASTER_ADDR)."""
+
+GANG_DNS_LABEL: Final = "aistack.io/gang-dns"
+"""Label ("true") on gang pods with a hostname under GANG_SUBDOMAIN: the Service selects them."""
+
+# -- bounds --------------------------------------------------------------------------------------
+
+MAX_GPUS_PER_POD: Final = 64
+"""The most whole GPUs one pod may ask for (no node has more)."""
+
+MAX_GPU_MEMORY_MIB: Final = 1 << 20
+"""The largest slice memory (1 TiB, above any GPU made)."""
+
+MAX_GANG_SIZE: Final = 4096
+"""The most pods one gang may have."""
+
+MIN_PRIORITY: Final = -1_000_000
+MAX_PRIORITY: Final = 1_000_000
+"""The range of a workload's priority inside its queue."""
+
+MAX_NAME_LENGTH: Final = 63
+"""Queue, pool and gang names are label values: at most 63 characters."""
 
 # -- nodes --------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ What-if questions: `--vc-nodes 6214e9=72` gives a VC 72 servers of 8 GPUs (after
 the load), `--quota 6214e9=400` guarantees it 400 GPUs whatever it brought.
 
 Progress goes to stderr, each load's table to stdout as it finishes; `pooling.json` (every load
-finished so far) and the plots go to `--out` after each load. With faults (`_cli_faults`),
+finished so far) and the plots go to `--out` after each load. With faults (`_faults`),
 every plan is checked as with `--check-plans`.
 Exit status 2 for a usage error or an invalid trace (one line naming the file and line), 1 if a
 plan breaks an invariant, with the command that replays that load.
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from scheduler_service._cli_faults import add_fault_arguments, faults_from, replay_command
+from scheduler_service.cli._faults import add_fault_arguments, faults_from, replay_command
 from scheduler_service.sim._inputs import SimulationError
 from scheduler_service.sim._philly import TraceError, load_philly
 from scheduler_service.sim._pooling import POLICIES, WhatIf, scale_cluster
