@@ -1,132 +1,57 @@
-"""`aistack`: run the scheduling core on a simulated cluster from the command line.
+"""`aistack`: one command line for pipeline authors, the service and the simulator.
 
-    aistack demo [--scenario PATH]   the three-researchers story (or PATH), explained
-    aistack scenario PATH [faults]   any scenario file: its timeline and queue summary
-    aistack sim pooling [...]        Experiment 2 on the Philly trace (see `_pooling`)
-    aistack sim fragmentation [...]  Experiment 1 on openb (see `_fragmentation`)
-    aistack serve [...]              the scheduler service on Kubernetes (see `_serve`)
+Where each group of commands lives:
 
-`scenario` and `sim pooling` take seeded faults (`--faults-seed N --patch-failure P
---pod-crash P`, see `_faults`). Exit status: 0 on success; 2 for a usage error or a missing
-or invalid scenario file (one line on stderr saying what is wrong, no traceback); 1 if the
-simulation itself stops, which means a plan broke one of the scheduler's invariants: a bug to
-report, with the message shown and the command that replays it.
+    submit, render, list, status,     aistack_flows/cli (the pipeline author's commands;
+    explain, queues                   they use the Kubernetes API, never the service's code)
+    serve                             _serve.py (the scheduler service on Kubernetes)
+    demo, scenario                    _scenario.py (the core on a simulated cluster)
+    sim pooling                       _pooling.py (Experiment 2, the Philly trace)
+    sim fragmentation                 _fragmentation.py (Experiment 1, the openb trace)
+    (seeded faults for the two above) _faults.py
+
+Each module adds its parsers and sets `run`, the function that carries the command out and
+returns its exit status: 0 on success, 2 for a usage error (argparse's), and what each module
+documents beyond that.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 
-from scheduler_service.cli._faults import add_fault_arguments, faults_from, replay_command
-from scheduler_service.cli._fragmentation import (
-    add_fragmentation_parser,
-    run_fragmentation_command,
-)
-from scheduler_service.cli._pooling import add_pooling_parser, run_pooling_command
-from scheduler_service.cli._serve import add_serve_parser, run_serve_command
-from scheduler_service.sim import (
-    Scenario,
-    ScenarioError,
-    SimulationError,
-    bundled_scenario,
-    format_seconds,
-    load_scenario,
-    render_report,
-    run_scenario,
-)
+from aistack_flows.cli import add_author_commands
+from scheduler_service.cli._fragmentation import add_fragmentation_parser
+from scheduler_service.cli._pooling import add_pooling_parser
+from scheduler_service.cli._scenario import add_scenario_parsers
+from scheduler_service.cli._serve import add_serve_parser
 
 __all__ = ["main"]
-
-_DEMO = "three_researchers"
-
-_DEMO_HEADER = """\
-AI-Stack demo: the real scheduling core on a simulated GPU cluster
-==================================================================
-Each line below is one thing that happened, on a virtual clock: a step was submitted, admitted
-onto GPUs, evicted so that borrowed GPUs go back to their owner, put back in line with the work
-it had checkpointed, resumed, or it waits (with the reason its user would see). No GPUs and no
-Kubernetes are involved: every {cycle} s of virtual time, the scheduling function that the
-service runs decides, and each of its plans is checked against the scheduler's invariants.
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with `argv` (default: `sys.argv[1:]`); return the exit status."""
     arguments = sys.argv[1:] if argv is None else argv
-    parser = _parser()
     try:
-        args = parser.parse_args(arguments)
+        args = _parser().parse_args(arguments)
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
-    if args.command == "sim" and args.sim_command == "pooling":
-        return run_pooling_command(args)
-    if args.command == "sim" and args.sim_command == "fragmentation":
-        return run_fragmentation_command(args)
-    if args.command == "serve":
-        return run_serve_command(args)
-    try:
-        faults = faults_from(args) if args.command == "scenario" else None
-        if args.command == "demo":
-            scenario = load_scenario(args.scenario) if args.scenario else bundled_scenario(_DEMO)
-            print(_demo_header(scenario, bundled=not args.scenario))
-        else:
-            scenario = load_scenario(args.path)
-            print(f"scenario: {scenario.source}\n")
-        print(render_report(run_scenario(scenario, faults)), end="")
-    except (ScenarioError, ValueError) as error:
-        print(f"aistack: error: {error}", file=sys.stderr)
-        return 2
-    except SimulationError as error:
-        print(
-            f"aistack: the simulation stopped (a scheduler bug; please report it):\n{error}\n"
-            f"replay it with: {replay_command(arguments)}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    args.argv = arguments
+    status: int = args.run(args)
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aistack",
-        description="Run the AI-Stack scheduling core on a simulated GPU cluster.",
+        description="Run AI pipelines on Argo Workflows with GPUs from the AI-Stack scheduler.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="watch three researchers share one GPU node (or run --scenario PATH)",
-        description="Replay a scenario and explain what the scheduler did, line by line.",
-    )
-    demo.add_argument(
-        "--scenario",
-        metavar="PATH",
-        help="a scenario TOML file to replay instead of the bundled one",
-    )
-    scenario = commands.add_parser(
-        "scenario",
-        help="replay a scenario file and print its timeline and queue summary",
-        description="Replay a scenario TOML file and print its timeline and queue summary.",
-    )
-    scenario.add_argument("path", metavar="PATH", help="the scenario TOML file")
-    add_fault_arguments(scenario)
+    add_author_commands(commands)
+    add_serve_parser(commands)
+    add_scenario_parsers(commands)
     sim = commands.add_parser("sim", help="replay production traces through the core")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="EXPERIMENT")
     add_pooling_parser(sim_commands)
     add_fragmentation_parser(sim_commands)
-    add_serve_parser(commands)
     return parser
-
-
-def _demo_header(scenario: Scenario, *, bundled: bool) -> str:
-    source = f"{scenario.source} (bundled)" if bundled else scenario.source
-    story = textwrap.indent(scenario.description, "  ") if scenario.description else ""
-    parts = [
-        _DEMO_HEADER.format(cycle=format_seconds(scenario.settings.cycle_seconds)),
-        f"Scenario: {source}",
-    ]
-    if story:
-        parts.append(story)
-    parts += ["", "What happened (t = virtual seconds since the start):", ""]
-    return "\n".join(parts)

@@ -57,6 +57,7 @@ def add_fragmentation_parser(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results and plot")
+    parser.set_defaults(run=run_fragmentation_command)
 
 
 def parse_seeds(text: str) -> list[int]:

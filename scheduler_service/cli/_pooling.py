@@ -38,7 +38,7 @@ from scheduler_service.sim._replay import ReplaySettings
 
 __all__ = ["add_pooling_parser", "run_pooling_command"]
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = _REPO.parent / "shared" / "data" / "philly"
 DEFAULT_OUT = Path("out/sim/pooling")
 
@@ -83,6 +83,7 @@ def add_pooling_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="GPUs guaranteed to these VCs, instead of the GPUs of their servers",
     )
     add_fault_arguments(parser)
+    parser.set_defaults(run=run_pooling_command)
 
 
 def run_pooling_command(args: argparse.Namespace) -> int:

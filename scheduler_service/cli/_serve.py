@@ -30,6 +30,7 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    serve.set_defaults(run=run_serve_command)
 
 
 def run_serve_command(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_service import cli
+from scheduler_service.cli import _scenario
 from scheduler_service.sim import SimulationError
 
 TESTDATA = Path(__file__).parents[1] / "scenarios" / "testdata"
@@ -106,7 +107,7 @@ def test_a_stopped_simulation_is_reported_without_a_traceback(
     def broken(*_: object) -> None:
         raise SimulationError("t=10s: the plan breaks 1 invariant(s):\n  - overcommit: ...")
 
-    monkeypatch.setattr(cli, "run_scenario", broken)
+    monkeypatch.setattr(_scenario, "run_scenario", broken)
 
     status = cli.main(["demo"])
 
