@@ -26,9 +26,19 @@ from aistack_flows._checkpoint import (
     attempt,
     checkpoint_dir,
 )
-from aistack_flows._declare import GpuRequest, Kind, StepOptions, Topology, gpu_slice, gpus
+from aistack_flows._declare import (
+    GpuRequest,
+    Kind,
+    StepOptions,
+    Topology,
+    gpu_slice,
+    gpus,
+    pod_metadata,
+)
 from aistack_flows._errors import PipelineError, Problem, RequestError
+from aistack_flows._load import LoadError, Pipeline, load_pipelines
 from aistack_flows._manage import manage, uses_scheduler
+from aistack_flows._submit import Submitted, render, submit, submit_to_argo
 from scheduler_service.pod_contract import QUEUE_LABEL
 
 __all__ = [
@@ -37,15 +47,23 @@ __all__ = [
     "QUEUE_LABEL",
     "GpuRequest",
     "Kind",
+    "LoadError",
+    "Pipeline",
     "PipelineError",
     "Problem",
     "RequestError",
     "StepOptions",
+    "Submitted",
     "Topology",
     "attempt",
     "checkpoint_dir",
     "gpu_slice",
     "gpus",
+    "load_pipelines",
     "manage",
+    "pod_metadata",
+    "render",
+    "submit",
+    "submit_to_argo",
     "uses_scheduler",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "gpu_slice",
     "gpus",
     "is_placeholder",
+    "pod_metadata",
 ]
 
 DECLARATION_PREFIX = "flows.aistack.io/"
@@ -238,6 +239,20 @@ class GpuRequest(BaseModel):
             found[RECLAIM_RETRIES_DECLARATION] = str(self.reclaim_retries)
         return found
 
+    def pod_labels_and_annotations(self, queue: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The contract's labels (queue, kind) and annotations for a pod of this step in `queue`.
+
+        Whole GPUs are not among them: a pod asks for those as `nvidia.com/gpu` in its
+        container's resources.
+        """
+        annotations = {
+            k: v
+            for k, v in self.annotations().items()
+            if not k.startswith(DECLARATION_PREFIX)
+            and k not in {contract.QUEUE_LABEL, contract.KIND_LABEL}
+        }
+        return {contract.QUEUE_LABEL: queue, contract.KIND_LABEL: self.kind}, annotations
+
     @classmethod
     def from_metadata(
         cls,
@@ -347,6 +362,17 @@ def problems_of(error: ValidationError) -> list[Problem]:
             message = "is not a field of a GPU request"
         found.append(Problem(field or "request", message))
     return found
+
+
+def pod_metadata(request: GpuRequest, *, queue: str) -> dict[str, dict[str, str]]:
+    """`metadata` for a pod that Argo does not build (a Deployment's or a Job's pod template).
+
+    The scheduler admits such pods like any step: `{"metadata": {**pod_metadata(...)}}`. Whole
+    GPUs go in the container's resources (`nvidia.com/gpu`); the admission webhook adds the
+    scheduling gate. Gangs and free reclaim retries are Argo-step features and do not apply.
+    """
+    labels, annotations = request.pod_labels_and_annotations(queue)
+    return {"labels": labels, "annotations": annotations} if annotations else {"labels": labels}
 
 
 # -- what authors call ----------------------------------------------------------------------------

@@ -233,21 +233,19 @@ def _declares(metadata: Mapping[str, Any]) -> bool:
 
 def _write_contract(template: Json, request: GpuRequest, queue: str, where: _Where) -> None:
     metadata = template.setdefault("metadata", {})
+    ours, contract_annotations = request.pod_labels_and_annotations(queue)
     labels = metadata.setdefault("labels", {})
+    labels.update(ours)
     annotations: Json = {
         k: v
         for k, v in (metadata.get("annotations") or {}).items()
-        if not k.startswith(DECLARATION_PREFIX)
-        and k not in {contract.QUEUE_LABEL, contract.KIND_LABEL}
+        if not k.startswith(DECLARATION_PREFIX) and k not in ours
     }
-    contract_annotations = request.annotations()
-    labels[contract.QUEUE_LABEL] = queue
-    labels[contract.KIND_LABEL] = contract_annotations.pop(contract.KIND_LABEL)
-    contract_annotations.pop(contract.QUEUE_LABEL, None)
-    annotations.update(
-        {k: v for k, v in contract_annotations.items() if not k.startswith(DECLARATION_PREFIX)}
-    )
-    metadata["annotations"] = annotations
+    annotations.update(contract_annotations)
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
     main = _main_container(template)
     assert main is not None  # only container and script steps have a request
     if request.gpus is not None:
@@ -464,7 +462,9 @@ def _describe(managed: Json, requests: Mapping[str, GpuRequest], default_queue: 
         lines.append(f"{name}: {request.kind}, {size}, queue {request.queue or default_queue}")
     text = "AI-Stack GPU steps: " + "; ".join(lines)
     if managed.get("kind") == "CronWorkflow":
-        target = managed["spec"].setdefault("workflowMetadata", {})
+        # Each run is a new Workflow: the workflow spec's metadata is what the controller puts
+        # on it (the CronWorkflow's own labels are not copied).
+        target = _spec(managed).setdefault("workflowMetadata", {})
         labels = managed["metadata"].get("labels") or {}
         if contract.QUEUE_LABEL in labels:
             target.setdefault("labels", {}).setdefault(

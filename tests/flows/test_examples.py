@@ -1,0 +1,73 @@
+"""Examples and ready-made templates are tests: each renders to its committed manifest.
+
+`AISTACK_UPDATE_GOLDEN=1` rewrites examples/*.yaml and templates/*.yaml after an intended
+change (read their diff as code); CI always compares.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import aistack_flows as af
+from aistack_flows.library import render_template, step_templates
+from tests.golden import compare, updating
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "examples"
+TEMPLATES = ROOT / "templates"
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
+def test_every_example_renders_to_its_golden_manifest(example: Path) -> None:
+    compare(af.render(af.load_pipelines(example)), example.with_suffix(".yaml"))
+
+
+def test_every_template_is_generated_from_the_library() -> None:
+    generated = {f"{t.name}.yaml": render_template(t) for t in step_templates()}
+    for name, text in generated.items():
+        compare(text, TEMPLATES / name)
+    if not updating():
+        assert sorted(p.name for p in TEMPLATES.glob("*.yaml")) == sorted(generated)
+
+
+def test_every_yaml_in_examples_belongs_to_an_example() -> None:
+    assert {p.stem for p in EXAMPLES.glob("*.yaml")} == {p.stem for p in EXAMPLES.glob("*.py")}
+
+
+def test_the_checkpoint_example_resumes_where_a_reclaim_stopped_it(tmp_path: Path) -> None:
+    """The contract, run for real: SIGTERM saves, the next attempt resumes, the result is the same."""
+    script = EXAMPLES / "checkpointed_training.py"
+    env = {**os.environ, "AISTACK_CHECKPOINT_DIR": str(tmp_path / "interrupted")}
+    first = subprocess.Popen(  # the example itself, as a step would run it
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    checkpoint = tmp_path / "interrupted" / "state.json"
+    deadline = time.monotonic() + 30
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline, "no checkpoint written within 30 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)  # what a reclaim does to the step's process
+    stopped, _ = first.communicate(timeout=30)
+    assert first.returncode == 128 + signal.SIGTERM
+    assert "checkpoint saved" in stopped
+    env[af.ATTEMPT_ENV] = "1"
+    resumed = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    epoch = int(stopped.split("stopped at epoch ")[1].split(",")[0])
+    assert f"resuming from epoch {epoch} (attempt 1)" in resumed
+    whole = subprocess.run(
+        [sys.executable, str(script)],
+        env={**env, "AISTACK_CHECKPOINT_DIR": str(tmp_path / "whole")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert resumed.splitlines()[-1] == whole.splitlines()[-1]  # the same model either way
