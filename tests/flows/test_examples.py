@@ -42,7 +42,7 @@ def test_every_yaml_in_examples_belongs_to_an_example() -> None:
 
 
 def test_the_checkpoint_example_resumes_where_a_reclaim_stopped_it(tmp_path: Path) -> None:
-    """The contract, run for real: SIGTERM saves, the next attempt resumes, the result is the same."""
+    """The contract, run for real: SIGTERM saves, the next attempt resumes, same result."""
     script = EXAMPLES / "checkpointed_training.py"
     env = {**os.environ, "AISTACK_CHECKPOINT_DIR": str(tmp_path / "interrupted")}
     first = subprocess.Popen(  # the example itself, as a step would run it
