@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from hera.workflows import ClusterWorkflowTemplate, CronWorkflow, Workflow, WorkflowTemplate
 
+from aistack_flows._errors import PipelineError, RequestError
+
 __all__ = ["MAX_MANIFEST_BYTES", "LoadError", "Pipeline", "load_pipelines"]
 
 Pipeline = Workflow | WorkflowTemplate | ClusterWorkflowTemplate | CronWorkflow
@@ -60,6 +62,8 @@ def load_pipelines(path: Path) -> list[Pipeline]:
 def _from_python(path: Path) -> list[Pipeline]:
     try:
         namespace = runpy.run_path(str(path), run_name="__aistack__")
+    except (RequestError, PipelineError) as error:  # a declaration refused as the file ran
+        raise LoadError(f"{path}: {error}") from error
     except Exception as error:  # the author's code: report it, whatever it raised
         raise LoadError(f"{path}: running it failed: {type(error).__name__}: {error}") from error
     return _unique(v for v in namespace.values() if isinstance(v, Pipeline))

@@ -6,13 +6,16 @@ steps, and a `PipelineError` stops it before anything reaches the cluster.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 import yaml
 from hera.workflows import WorkflowsService
 from kubernetes.client import ApiClient, CustomObjectsApi
+from pydantic.warnings import PydanticDeprecatedSince20
 
 from aistack_flows._load import Pipeline
 
@@ -96,10 +99,17 @@ def submit_to_argo(
     pipeline: Pipeline, *, host: str, token: str | None, namespace: str, verify_ssl: bool = True
 ) -> Submitted:
     """Create the pipeline through Argo Server (Hera's `WorkflowsService`), as `w.create()` does."""
-    pipeline.workflows_service = WorkflowsService(host=host, token=token, verify_ssl=verify_ssl)
     if pipeline.namespace is None:
         pipeline.namespace = namespace
-    created: Any = pipeline.create()
+    # Hera opens a session per service and never closes it: give it one that is closed here.
+    with requests.Session() as session, warnings.catch_warnings():
+        pipeline.workflows_service = WorkflowsService(
+            host=host, token=token, verify_ssl=verify_ssl, session=session
+        )
+        # Hera 7.1's client serialises with pydantic's deprecated `.json()`: its concern, not
+        # the author's.
+        warnings.simplefilter("ignore", PydanticDeprecatedSince20)
+        created: Any = pipeline.create()
     kind = type(pipeline).__name__
     metadata = created.metadata
     return Submitted(kind, metadata.name, getattr(metadata, "namespace", None) or namespace)

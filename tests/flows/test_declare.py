@@ -62,11 +62,11 @@ def test_placeholders_pass_and_a_gib_parameter_becomes_an_argo_expression() -> N
         (lambda: af.gpus(1, gang=1), "gang: must be a whole number from 2"),
         (lambda: af.gpus(1, gang=5000), "gang: must be a whole number from 2 to 4096"),
         (lambda: af.gpus(1, topology="rack"), "a topology wish only applies to a gang"),
-        (lambda: af.gpus(1, topology="galaxy"), "topology: Input should be"),  # type: ignore[typeddict-item]
+        (lambda: af.gpus(1, topology="galaxy"), "topology: Input should be"),  # type: ignore[arg-type]
         (lambda: af.gpus(1, pools=["H100s"]), "pools.0: 'H100s' is not a name"),
         (lambda: af.gpus(1, gpu_models=["A100,H100"]), "is not a GPU model name"),
         (lambda: af.gpus(1, reclaim_retries=-1), "reclaim_retries"),
-        (lambda: af.gpus(1, kind="serve"), "kind: Input should be"),  # type: ignore[typeddict-item]
+        (lambda: af.gpus(1, kind="serve"), "kind: Input should be"),  # type: ignore[arg-type]
         (lambda: af.gpus(1, colour="red"), "colour: is not a field"),  # type: ignore[call-arg]
         (
             lambda: af.gpu_slice(memory_gib="{{workflow.name}}", compute_percent=10),
@@ -153,11 +153,8 @@ def test_a_request_survives_its_annotation_form(
 ) -> None:
     request = GpuRequest.model_validate({**size, **extra})
     annotations = request.annotations()
-    labels = {
-        k: annotations.pop(k)
-        for k in (contract.QUEUE_LABEL, contract.KIND_LABEL)
-        if k in annotations
-    }
+    keys: tuple[str, ...] = (contract.QUEUE_LABEL, contract.KIND_LABEL)
+    labels = {k: annotations.pop(k) for k in keys if k in annotations}
     gpus = annotations.pop(GPUS_DECLARATION, None)
     read = GpuRequest.from_metadata(labels, annotations, resource_gpus=gpus)
     assert read == request
