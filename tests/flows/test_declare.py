@@ -158,3 +158,10 @@ def test_a_request_survives_its_annotation_form(
     gpus = annotations.pop(GPUS_DECLARATION, None)
     read = GpuRequest.from_metadata(labels, annotations, resource_gpus=gpus)
     assert read == request
+
+
+def test_the_contracts_kinds_are_the_cores() -> None:
+    from scheduler_service.core import Kind  # noqa: PLC0415 (only this test needs the core)
+
+    assert contract.KINDS == tuple(k.value for k in Kind)
+    assert contract.DEFAULT_KIND == Kind.TRAIN.value
