@@ -163,5 +163,5 @@ def test_a_request_survives_its_annotation_form(
 def test_the_contracts_kinds_are_the_cores() -> None:
     from scheduler_service.core import Kind  # noqa: PLC0415 (only this test needs the core)
 
-    assert contract.KINDS == tuple(k.value for k in Kind)
-    assert contract.DEFAULT_KIND == Kind.TRAIN.value
+    assert tuple(k.value for k in Kind) == contract.KINDS
+    assert Kind.TRAIN.value == contract.DEFAULT_KIND
