@@ -49,6 +49,23 @@ DESCRIPTION_ANNOTATION = "workflows.argoproj.io/description"
 
 _FAN_OUT_FIELDS = ("withItems", "withParam", "withSequence")
 
+_REQUEST_KEYS = frozenset(
+    {
+        contract.QUEUE_LABEL,
+        contract.KIND_LABEL,
+        contract.GANG_LABEL,
+        contract.GANG_SIZE_ANNOTATION,
+        contract.PRIORITY_ANNOTATION,
+        contract.PREEMPTIBLE_ANNOTATION,
+        contract.GPU_MEMORY_ANNOTATION,
+        contract.GPU_COMPUTE_ANNOTATION,
+        contract.POOLS_ANNOTATION,
+        contract.GPU_MODELS_ANNOTATION,
+        contract.TOPOLOGY_ANNOTATION,
+    }
+)
+"""What a pod says to the scheduler; other `aistack.io/` keys (e.g. a test harness's) are not."""
+
 Json = dict[str, Any]
 
 
@@ -61,11 +78,7 @@ def uses_scheduler(manifest: Mapping[str, Any]) -> bool:
     spec = _spec(manifest)
     metadata_sources = [manifest.get("metadata") or {}, spec.get("podMetadata") or {}]
     metadata_sources += [t.get("metadata") or {} for t in spec.get("templates") or ()]
-    return any(
-        key.startswith((contract.GROUP, DECLARATION_PREFIX))
-        for metadata in metadata_sources
-        for key in [*(metadata.get("labels") or {}), *(metadata.get("annotations") or {})]
-    )
+    return any(_declares(metadata) for metadata in metadata_sources)
 
 
 def manage(manifest: Mapping[str, Any]) -> Json:
@@ -224,8 +237,9 @@ def _read(template: Json, where: _Where) -> GpuRequest | None:
 
 
 def _declares(metadata: Mapping[str, Any]) -> bool:
+    """Whether labels or annotations say anything to the scheduler."""
     keys = [*(metadata.get("labels") or {}), *(metadata.get("annotations") or {})]
-    return any(k.startswith((contract.GROUP, DECLARATION_PREFIX)) for k in keys)
+    return any(k in _REQUEST_KEYS or k.startswith(DECLARATION_PREFIX) for k in keys)
 
 
 # -- writing the contract ------------------------------------------------------------------------
