@@ -1,6 +1,13 @@
 """Admission webhooks: gate and wire managed pods at creation, refuse bad pods and queues.
 
 The API server calls these through the service's HTTPS endpoints (see scheduler_service.api).
+It sends every pod that names a queue, and every pod that asks for `nvidia.com/gpu` without
+one (the Helm chart's second pod webhook, filtered by a CEL match condition); the pod itself
+decides here, never the filter. No GPU pod may get around the scheduler: kube-scheduler would
+hand an unmanaged one GPUs the service may already have given out. So an unlabelled GPU pod
+joins its namespace's default queue (a Queue's `spec.defaultFor.namespaces`) or is refused,
+and a request no node could ever hold is refused with the reason rather than left waiting.
+
 Everything a container must know about its allocation is wired here, at CREATE, because a pod's
 env cannot change afterwards: each variable reads an `alloc.aistack.io/` annotation through the
 downward API, and the service writes those annotations when it admits the pod, before the pod
@@ -9,22 +16,35 @@ can start. User-set copies of these variables are removed, so a pod cannot pick 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.api import AdmissionDecision
-from scheduler_service.core import Queue
+from scheduler_service.core import Node, Queue
 from scheduler_service.kube._translate import (
+    PodRequest,
     PodRequestError,
     QueueError,
+    asks_for_gpus,
+    default_namespaces,
     parse_pod_request,
     queue_from_k8s,
 )
 
-__all__ = ["KubeWebhooks", "injected_env"]
+__all__ = ["KubeWebhooks", "QueueUnreadableError", "injected_env"]
 
 JsonObject = Mapping[str, Any]
+
+_ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+"""Argo labels every pod it builds for a step with its workflow's name."""
+
+_ARGO_EXECUTOR = "wait"
+"""Argo's executor sidecar in each of those pods, beside the step's own `main` container."""
+
+_SHOWN_NAMES = 5
+"""How many names (queues, pools) a message lists before "and N more"."""
 
 
 def injected_env(is_slice: bool) -> list[dict[str, Any]]:
@@ -69,18 +89,25 @@ def _pointer(segment: str) -> str:
 
 
 class QueueUnreadableError(Exception):
-    """A queue could not be read from the API server; the message says why."""
+    """Queues could not be read from the API server; the message says why."""
 
 
 class KubeWebhooks:
-    """The pod and queue webhooks, deciding on the service's current view of the queues.
+    """The pod and queue webhooks, deciding on the service's current view of the cluster.
 
     `queues` returns the known queues by name; `workloads_in` returns how many workloads (pending
-    or placed) a queue holds. Both read the driver's caches, so a decision costs no API call,
-    but for one case: a pod naming a queue the cache does not hold. A queue created a moment
-    before may not have come through the watch yet, so `read_queue` reads it from the API
-    server (None: it does not exist; `QueueUnreadableError`: it could not be read) before the pod
-    is refused.
+    or placed) a queue holds; `nodes` returns the GPU nodes the scheduler knows, or none while
+    its view is incomplete (the service is starting). These read the driver's caches, so a
+    decision costs no API call, but for three cases. A pod naming a queue the cache does not
+    hold: a queue created a moment before may not have come through the watch yet, so
+    `read_queue` reads it from the API server (None: it does not exist) before the pod is
+    refused. A pod that no cached node could hold: `read_nodes` reads the GPU nodes from the API
+    server (none when it cannot, which refuses nothing) before the pod is refused. And the
+    default queues (`spec.defaultFor.namespaces`, which the core has no use for): `default_queues`
+    reads every Queue naming namespaces, with those namespaces, from the API server when a GPU
+    pod without a queue label arrives or a queue change could make two defaults. `read_queue`
+    and `default_queues` raise `QueueUnreadableError` when the API server does not answer; the
+    request is then refused with a retry.
     """
 
     def __init__(
@@ -88,44 +115,86 @@ class KubeWebhooks:
         queues: Callable[[], Mapping[str, Queue]],
         workloads_in: Callable[[str], int],
         read_queue: Callable[[str], Queue | None] = lambda _name: None,
+        *,
+        nodes: Callable[[], Sequence[Node]] = tuple,
+        read_nodes: Callable[[], Sequence[Node]] | None = None,
+        default_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
     ) -> None:
         self._queues = queues
         self._workloads_in = workloads_in
         self._read_queue = read_queue
+        self._nodes = nodes
+        self._read_nodes = read_nodes or nodes
+        self._default_queues = default_queues
 
     # -- pods -------------------------------------------------------------------------------------
 
     def mutate_pod(self, request: JsonObject) -> AdmissionDecision:
-        """Refuse a bad managed pod; gate a good one and wire its allocation env."""
+        """Gate a good managed pod and wire its allocation env; refuse one that must not run.
+
+        A pod is managed when it names a queue, or when it asks for `nvidia.com/gpu` without
+        one and its namespace has a default queue (it is labelled with that queue). An
+        unlabelled GPU pod anywhere else is refused; an unlabelled pod without GPUs is left
+        alone. The pod itself decides, whatever filter sent it here.
+        """
         if request.get("operation") != "CREATE":
             return AdmissionDecision(allowed=True)
         pod: JsonObject = request.get("object") or {}
-        labels: Mapping[str, str] = (pod.get("metadata") or {}).get("labels") or {}
+        metadata: JsonObject = pod.get("metadata") or {}
+        labels: Mapping[str, str] = metadata.get("labels") or {}
+        added: dict[str, str] = {}
+        warnings: list[str] = []
         if keys.QUEUE_LABEL not in labels:
-            return AdmissionDecision(allowed=True)
+            if not asks_for_gpus(pod):
+                return AdmissionDecision(allowed=True)
+            namespace = request.get("namespace") or metadata.get("namespace") or ""
+            queue, refusal = self._default_queue(_pod_name(pod), namespace)
+            if refusal:
+                return AdmissionDecision(allowed=False, message=refusal)
+            added[keys.QUEUE_LABEL] = queue
+            warnings.append(
+                f"no label {keys.QUEUE_LABEL}: the pod asks for {keys.GPU_RESOURCE}, so it was "
+                f"put in queue {queue!r}, the default queue of namespace {namespace!r}; it waits "
+                "for the scheduler like any pod of that queue"
+            )
+        labelled = {**pod, "metadata": {**metadata, "labels": {**labels, **added}}}
         try:
-            parsed = parse_pod_request(pod)
+            parsed = parse_pod_request(labelled)
         except PodRequestError as error:
             return AdmissionDecision(allowed=False, message=str(error))
-        if (pod.get("spec") or {}).get("nodeName"):
-            return AdmissionDecision(
-                allowed=False,
-                message="spec.nodeName is set: the scheduler chooses the node; remove nodeName "
-                f"(or remove label {keys.QUEUE_LABEL} to schedule the pod yourself)",
-            )
-        annotations: Mapping[str, str] = (pod.get("metadata") or {}).get("annotations") or {}
-        taken = sorted(k for k in annotations if k.startswith(keys.ALLOCATION_PREFIX))
-        if taken:
-            return AdmissionDecision(
-                allowed=False,
-                message=f"annotations {', '.join(taken)} are written by the scheduler only; "
-                "remove them from the pod",
-            )
-        refusal = self._queue_refusal(parsed.queue)
+        refusal = _ownership_refusal(pod) or self._queue_refusal(parsed.queue)
+        refusal = refusal or self._fit_refusal(_pod_name(pod), parsed)
         if refusal:
             return AdmissionDecision(allowed=False, message=refusal)
-        patch, warnings = _gate_and_wire(pod, parsed.request.is_slice)
-        return AdmissionDecision(allowed=True, patch=patch, warnings=tuple(warnings))
+        added[keys.MANAGED_LABEL] = "true"
+        patch, wired = _gate_and_wire(pod, parsed.request.is_slice, added)
+        return AdmissionDecision(allowed=True, patch=patch, warnings=tuple(warnings + wired))
+
+    def _default_queue(self, pod: str, namespace: str) -> tuple[str, str]:
+        """The default queue of `namespace` for an unlabelled GPU pod: (queue, "") or ("", why)."""
+        unlabelled = f"pod {pod} asks for {keys.GPU_RESOURCE} but has no label {keys.QUEUE_LABEL}"
+        try:
+            defaults = self._default_queues()
+        except QueueUnreadableError as error:
+            return "", (
+                f"{unlabelled}, and the default queue of namespace {namespace!r} could not be "
+                f"read from the API server ({error}); create the pod again in a moment"
+            )
+        claiming = sorted(q for q, namespaces in defaults.items() if namespace in namespaces)
+        if len(claiming) == 1:
+            return claiming[0], ""
+        if claiming:
+            return "", (
+                f"{unlabelled}, and namespace {namespace!r} has {len(claiming)} default queues "
+                f"({', '.join(claiming)}); set the label, or ask a cluster admin to keep the "
+                "namespace in one queue's spec.defaultFor.namespaces"
+            )
+        return "", (
+            f"{unlabelled}, and namespace {namespace!r} has no default queue: GPUs are handed out "
+            f"by the AI-Stack scheduler only. Add label {keys.QUEUE_LABEL}=<leaf queue> to the "
+            "pod (kubectl get queues lists them), or ask a cluster admin to name the namespace "
+            "in a Queue's spec.defaultFor.namespaces"
+        )
 
     def _queue_refusal(self, name: str) -> str:
         queues = self._queues()
@@ -140,31 +209,48 @@ class KubeWebhooks:
             if fresh is not None:
                 queues = {**queues, name: fresh}
         if name not in queues:
-            known = ", ".join(sorted(q for q in queues if _is_leaf(q, queues))) or "none yet"
+            leaves = [q for q in queues if _is_leaf(q, queues)]
             return (
-                f"queue {name!r} does not exist (leaf queues: {known}); create it with a Queue "
-                f"object or set label {keys.QUEUE_LABEL} to an existing queue"
+                f"queue {name!r} does not exist (leaf queues: {_some(leaves, near=name)}); "
+                f"set label {keys.QUEUE_LABEL} to an existing queue (kubectl get queues lists "
+                "them all) or create it with a Queue object"
             )
-        children = sorted(q.name for q in queues.values() if q.parent == name)
+        children = [q.name for q in queues.values() if q.parent == name]
         if children:
             return (
-                f"queue {name!r} is a parent queue (children: {', '.join(children)}); "
+                f"queue {name!r} is a parent queue (children: {_some(children)}); "
                 "submit to one of its leaf queues"
             )
         return ""
 
+    def _fit_refusal(self, pod: str, parsed: PodRequest) -> str:
+        # The cached nodes lag the API server by a watch event and a cycle; a node that joined
+        # a moment ago must not be missed, so a refusal is confirmed on a fresh read.
+        why = _never_fits(parsed, self._nodes()) and _never_fits(parsed, self._read_nodes())
+        if not why:
+            return ""
+        return (
+            f"pod {pod}: {why}. This is judged on the GPU nodes the scheduler knows now; if "
+            "more are coming, create the pod again once they have joined"
+        )
+
     # -- queues -----------------------------------------------------------------------------------
 
     def validate_queue(self, request: JsonObject) -> AdmissionDecision:
-        """Refuse queues whose parent is missing, that form a cycle, or deletions that orphan."""
+        """Refuse a queue that cannot join the tree, and a deletion that would orphan.
+
+        Refused: a missing parent, a cycle, a second default queue for a namespace, a default
+        queue that is not a leaf; deleting a queue with children or workloads.
+        """
         queues = dict(self._queues())
         if request.get("operation") == "DELETE":
-            name = (request.get("oldObject") or {}).get("metadata", {}).get("name") or request.get(
-                "name", ""
-            )
-            return self._deletion(name, queues)
+            old: JsonObject = request.get("oldObject") or {}
+            name = (old.get("metadata") or {}).get("name") or request.get("name", "")
+            return self._deletion(name, queues, old)
+        obj: JsonObject = request.get("object") or {}
         try:
-            queue = queue_from_k8s(request.get("object") or {})
+            queue = queue_from_k8s(obj)
+            namespaces = default_namespaces(obj)
         except QueueError as error:
             return AdmissionDecision(allowed=False, message=str(error))
         if queue.parent is not None and queue.parent not in queues:
@@ -180,14 +266,61 @@ class KubeWebhooks:
                 message=f"queue {queue.name!r}: parent {queue.parent!r} would make the queue "
                 "its own ancestor; choose a parent outside its subtree",
             )
+        refusal = self._default_refusal(queue, namespaces, queues)
+        if refusal:
+            return AdmissionDecision(allowed=False, message=refusal)
         return AdmissionDecision(allowed=True, warnings=_quota_warnings(queue, queues))
 
-    def _deletion(self, name: str, queues: Mapping[str, Queue]) -> AdmissionDecision:
+    def _default_refusal(
+        self, queue: Queue, namespaces: tuple[str, ...], queues: Mapping[str, Queue]
+    ) -> str:
+        """Why `queue` may not be the default of `namespaces` (or a parent's child), or ""."""
+        children = [q.name for q in queues.values() if q.parent == queue.name]
+        if namespaces and children:
+            return (
+                f"queue {queue.name!r}: spec.defaultFor names namespaces, but the queue has "
+                f"children ({_some(children)}) and pods run in leaf queues only; make a leaf "
+                "queue the default"
+            )
+        if not namespaces and queue.parent is None:
+            return ""  # nothing a default queue could conflict with
+        try:
+            defaults = self._default_queues()
+        except QueueUnreadableError as error:
+            return (
+                f"queue {queue.name!r}: the default queues (spec.defaultFor) could not be read "
+                f"from the API server ({error}); try again in a moment"
+            )
+        if queue.parent is not None and queue.parent in defaults:
+            return (
+                f"queue {queue.name!r}: parent {queue.parent!r} is the default queue of "
+                f"namespace(s) {_some(defaults[queue.parent])}, and a default queue must be a "
+                "leaf; move its spec.defaultFor to a leaf queue first"
+            )
+        taken = sorted(
+            (namespace, other)
+            for other, claimed in defaults.items()
+            if other != queue.name
+            for namespace in claimed
+            if namespace in namespaces
+        )
+        if taken:
+            listed = _some([f"{namespace!r} (queue {other!r})" for namespace, other in taken])
+            return (
+                f"queue {queue.name!r}: spec.defaultFor.namespaces names namespaces that already "
+                f"have a default queue: {listed}; a namespace has at most one default queue, "
+                "so remove it from one of the two"
+            )
+        return ""
+
+    def _deletion(
+        self, name: str, queues: Mapping[str, Queue], old: JsonObject
+    ) -> AdmissionDecision:
         children = sorted(q.name for q in queues.values() if q.parent == name)
         if children:
             return AdmissionDecision(
                 allowed=False,
-                message=f"queue {name!r} is the parent of {', '.join(children)}; "
+                message=f"queue {name!r} is the parent of {_some(children)}; "
                 "delete or re-parent them first",
             )
         count = self._workloads_in(name)
@@ -197,10 +330,98 @@ class KubeWebhooks:
                 message=f"queue {name!r} still has {count} workload(s) pending or running; "
                 "wait for them to finish or delete their pods first",
             )
+        try:
+            orphaned = default_namespaces(old)
+        except QueueError:
+            orphaned = ()
+        if orphaned:
+            return AdmissionDecision(
+                allowed=True,
+                warnings=(
+                    f"namespace(s) {_some(orphaned)} lose their default queue: GPU pods without "
+                    f"label {keys.QUEUE_LABEL} are refused there from now on",
+                ),
+            )
         return AdmissionDecision(allowed=True)
 
 
-def _gate_and_wire(pod: JsonObject, is_slice: bool) -> tuple[list[dict[str, Any]], list[str]]:
+def _never_fits(parsed: PodRequest, nodes: Sequence[Node]) -> str:
+    """Why no node of `nodes` could ever hold the pod, even empty; "" when one could.
+
+    Judged on the pod alone against each node's size (GPU count, GPU memory), pool and GPU
+    model, as the core's phase 0 judges a workload: what runs there does not matter. With no
+    GPU node known nothing is refused, so a cluster whose nodes have not joined (or a service
+    that has not listed them yet) turns nobody away.
+    """
+    nodes = [node for node in nodes if node.gpus]
+    if not nodes:
+        return ""
+    pools = sorted({node.pool for node in nodes})
+    unknown = [pool for pool in parsed.pools if pool not in pools]
+    if unknown:
+        return (
+            f"annotation {keys.POOLS_ANNOTATION} names pool(s) {', '.join(unknown)} that no GPU "
+            f"node is in (pools: {_some(pools, near=unknown[0])})"
+        )
+    where = f" in pool(s) {', '.join(parsed.pools)}" if parsed.pools else ""
+    nodes = [node for node in nodes if not parsed.pools or node.pool in parsed.pools]
+    if parsed.models:
+        models = sorted({node.gpu_model for node in nodes})
+        nodes = [node for node in nodes if node.gpu_model in parsed.models]
+        if not nodes:
+            return (
+                f"no GPU node{where} has GPU model {' or '.join(parsed.models)} "
+                f"(models: {_some(models, near=parsed.models[0])})"
+            )
+        where += f" with GPU model {' or '.join(parsed.models)}"
+    request = parsed.request
+    if request.is_slice:
+        largest = max(nodes, key=lambda node: (_gpu_memory_mib(node), node.name))
+        memory_mib = _gpu_memory_mib(largest)
+        if request.gpu_memory_mib > memory_mib:
+            return (
+                f"a slice of {request.gpu_memory_mib} MiB is larger than any GPU{where}: the "
+                f"largest has {memory_mib} MiB ({largest.gpu_model} on node {largest.name}); "
+                f"ask for at most {memory_mib} MiB"
+            )
+    elif request.gpus:
+        biggest = max(nodes, key=lambda node: (len(node.gpus), node.name))
+        if request.gpus > len(biggest.gpus):
+            return (
+                f"the pod asks for {request.gpus} whole GPUs and the biggest node{where} has "
+                f"{len(biggest.gpus)} (node {biggest.name}, pool {biggest.pool}, "
+                f"{biggest.gpu_model}); split the work into a gang of smaller pods (label "
+                f"{keys.GANG_LABEL})"
+            )
+    return ""
+
+
+def _gpu_memory_mib(node: Node) -> int:
+    return max(gpu.memory_mib for gpu in node.gpus)
+
+
+def _ownership_refusal(pod: JsonObject) -> str:
+    """Why the pod takes what only the scheduler decides (its node, its allocation), or ""."""
+    if (pod.get("spec") or {}).get("nodeName"):
+        return (
+            "spec.nodeName is set: the scheduler chooses the node; remove nodeName (a pod "
+            f"without GPUs may instead drop label {keys.QUEUE_LABEL} and choose its node)"
+        )
+    annotations: Mapping[str, str] = (pod.get("metadata") or {}).get("annotations") or {}
+    taken = sorted(k for k in annotations if k.startswith(keys.ALLOCATION_PREFIX))
+    if taken:
+        return (
+            f"annotations {', '.join(taken)} are written by the scheduler only; "
+            "remove them from the pod"
+        )
+    return ""
+
+
+def _gate_and_wire(
+    pod: JsonObject, is_slice: bool, labels: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The patch that gates the pod, sets `labels` and wires each container's env; warnings."""
+    metadata: JsonObject = pod.get("metadata") or {}
     spec: JsonObject = pod.get("spec") or {}
     patch: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -210,11 +431,18 @@ def _gate_and_wire(pod: JsonObject, is_slice: bool) -> tuple[list[dict[str, Any]
         patch.append({"op": "add", "path": "/spec/schedulingGates", "value": [gate]})
     elif gate not in gates:
         patch.append({"op": "add", "path": "/spec/schedulingGates/-", "value": gate})
-    patch.append(
-        {"op": "add", "path": f"/metadata/labels/{_pointer(keys.MANAGED_LABEL)}", "value": "true"}
-    )
-    ours = injected_env(is_slice)
+    if metadata.get("labels") is None:
+        patch.append({"op": "add", "path": "/metadata/labels", "value": dict(labels)})
+    else:
+        patch += [
+            {"op": "add", "path": f"/metadata/labels/{_pointer(key)}", "value": value}
+            for key, value in labels.items()
+        ]
+    argo = _ARGO_WORKFLOW_LABEL in (metadata.get("labels") or {})
     for index, container in enumerate(spec.get("containers") or ()):
+        # Argo's executor sidecar is not the step: with a slice's NVIDIA_VISIBLE_DEVICES it
+        # would get the GPU too. It loses user-set copies like every container, and gets none.
+        ours = [] if argo and container.get("name") == _ARGO_EXECUTOR else injected_env(is_slice)
         env = container.get("env") or []
         removed = sorted(e["name"] for e in env if e.get("name") in _OWNED_ENV and e not in ours)
         if removed:
@@ -223,8 +451,30 @@ def _gate_and_wire(pod: JsonObject, is_slice: bool) -> tuple[list[dict[str, Any]
                 "the scheduler sets GPU variables"
             )
         kept = [e for e in env if e.get("name") not in _OWNED_ENV]
-        patch.append({"op": "add", "path": f"/spec/containers/{index}/env", "value": kept + ours})
+        if ours or removed:
+            patch.append(
+                {"op": "add", "path": f"/spec/containers/{index}/env", "value": kept + ours}
+            )
     return patch, warnings
+
+
+def _pod_name(pod: JsonObject) -> str:
+    metadata: JsonObject = pod.get("metadata") or {}
+    return str(metadata.get("name") or metadata.get("generateName") or "<unnamed>")
+
+
+def _some(names: Iterable[str], *, near: str | None = None) -> str:
+    """At most _SHOWN_NAMES of `names` for a message, then how many more there are.
+
+    With `near`, the names most like it (difflib's ratio) come first, so a typo's correction
+    is among those shown; otherwise they are sorted.
+    """
+    ordered = sorted(set(names))
+    if near is not None:
+        ordered.sort(key=lambda name: -difflib.SequenceMatcher(None, near, name).ratio())
+    shown = ", ".join(ordered[:_SHOWN_NAMES]) or "none yet"
+    hidden = len(ordered) - _SHOWN_NAMES
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
 
 
 def _is_leaf(name: str, queues: Mapping[str, Queue]) -> bool:

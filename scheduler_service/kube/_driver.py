@@ -32,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.api import ClusterStatus
-from scheduler_service.core import Plan, Queue, Snapshot
+from scheduler_service.core import Node, Plan, Queue, Snapshot
 from scheduler_service.kube._admission import KubeWebhooks, QueueUnreadableError
 from scheduler_service.kube._ledger import (
     Intents,
@@ -45,7 +45,13 @@ from scheduler_service.kube._ledger import (
 )
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
 from scheduler_service.kube._settings import ServiceSettings
-from scheduler_service.kube._translate import QueueError, queue_from_k8s
+from scheduler_service.kube._translate import (
+    NodeError,
+    QueueError,
+    default_namespaces,
+    node_from_k8s,
+    queue_from_k8s,
+)
 
 __all__ = ["ClusterDriver", "DriverMetrics"]
 
@@ -129,7 +135,14 @@ class ClusterDriver:
                 self._events,
             ),
         ]
-        self.webhooks = KubeWebhooks(self._queues, self._workloads_in, self._read_queue)
+        self.webhooks = KubeWebhooks(
+            self._queues,
+            self._workloads_in,
+            self._read_queue,
+            nodes=self._gpu_nodes,
+            read_nodes=self._read_gpu_nodes,
+            default_queues=self._default_queues,
+        )
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -468,6 +481,68 @@ class ClusterDriver:
     def _workloads_in(self, queue_name: str) -> int:
         with self._lock:
             return self._ledger.workloads_in(queue_name)
+
+    def _gpu_nodes(self) -> tuple[Node, ...]:
+        """The GPU nodes the last cycle decided on; none until every node has been listed.
+
+        The webhook refuses a pod no node could ever hold; on a partial list it would refuse
+        pods that fit a node not listed yet. A cycle runs only on a complete view, and before
+        the first one the snapshot is empty, so this never reports a partial list.
+        """
+        if not self.ready():
+            return ()
+        return self._status.snapshot.nodes
+
+    def _read_gpu_nodes(self) -> list[Node]:
+        """The GPU nodes as the API server has them now (the webhook confirms a refusal on it).
+
+        Nodes the ledger would skip (no GPUs, or GPUs it cannot use) are skipped here too.
+        Empty when the view is incomplete or the API server does not answer: a refusal is
+        never made on a list that may lack nodes.
+        """
+        if not self.ready():
+            return []
+        try:
+            response: Any = self._core.list_node(_request_timeout=5, _preload_content=False)
+        except (ApiException, OSError, urllib3.exceptions.HTTPError):
+            _log.warning("nodes could not be read to confirm a webhook refusal", exc_info=True)
+            return []
+        found = []
+        for obj in json.loads(response.data).get("items") or ():
+            try:
+                node = node_from_k8s(obj, pool_label=self._settings.pool_label)
+            except NodeError:
+                continue
+            if node is not None:
+                found.append(node)
+        return found
+
+    def _default_queues(self) -> dict[str, tuple[str, ...]]:
+        """Every Queue that names namespaces in spec.defaultFor, as the API server has it now.
+
+        Read, not cached: the ledger keeps what the core needs, which has no namespaces, and
+        a queue webhook checking that a namespace gets one default must see a queue created a
+        moment ago. Asked only for a GPU pod without a queue label and for changes of queues
+        with a parent or defaults, both rare. Queues the CRD or the webhook would refuse are
+        skipped. Raises `QueueUnreadableError` when the API server does not answer.
+        """
+        try:
+            listed = self._custom.list_cluster_custom_object(
+                keys.GROUP, keys.QUEUE_VERSION, keys.QUEUE_PLURAL, _request_timeout=5
+            )
+        except ApiException as error:
+            raise QueueUnreadableError(f"HTTP {error.status} {error.reason}") from error
+        except (OSError, urllib3.exceptions.HTTPError) as error:
+            raise QueueUnreadableError(str(error)) from error
+        found: dict[str, tuple[str, ...]] = {}
+        for obj in cast(dict[str, Any], listed).get("items") or ():
+            try:
+                namespaces = default_namespaces(obj)
+            except QueueError:
+                continue
+            if namespaces:
+                found[obj["metadata"]["name"]] = namespaces
+        return found
 
 
 _VERSION = re.compile(rb'"resourceVersion":"(\d+)"')

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,6 +37,8 @@ __all__ = [
     "PodRequestError",
     "QueueError",
     "allocation_annotations",
+    "asks_for_gpus",
+    "default_namespaces",
     "node_from_k8s",
     "parse_pod_request",
     "pod_allocation",
@@ -99,8 +101,28 @@ class PodRequest:
     tolerations: tuple[str, ...] = ()
 
 
+def asks_for_gpus(pod: JsonObject) -> bool:
+    """Whether a container or init container of `pod` asks for `nvidia.com/gpu` (not zero).
+
+    Requests and limits both count, as in the chart's matchConditions. An amount that does not
+    parse counts as asking: such a pod must meet the webhook, which refuses it with the reason,
+    rather than pass as a pod without GPUs.
+    """
+    spec: JsonObject = pod.get("spec") or {}
+    for container in (*(spec.get("containers") or ()), *(spec.get("initContainers") or ())):
+        resources: JsonObject = container.get("resources") or {}
+        for amounts in (resources.get("limits") or {}, resources.get("requests") or {}):
+            if keys.GPU_RESOURCE in amounts and _quantity(amounts[keys.GPU_RESOURCE]) != 0:
+                return True
+    return False
+
+
 def parse_pod_request(pod: JsonObject) -> PodRequest:
-    """Parse and validate a managed pod; raise `PodRequestError` listing every problem."""
+    """Parse and validate a managed pod; raise `PodRequestError` listing every problem.
+
+    Every number is bounded by `pod_contract` and every name is at most MAX_NAME_LENGTH long; a
+    problem names the label, annotation or field, the value and what it may be.
+    """
     labels = _labels(pod)
     annotations = _annotations(pod)
     spec: JsonObject = pod.get("spec") or {}
@@ -109,6 +131,7 @@ def parse_pod_request(pod: JsonObject) -> PodRequest:
     queue = labels.get(keys.QUEUE_LABEL, "")
     if not queue:
         problems.append(f"label {keys.QUEUE_LABEL} must name the pod's queue")
+    _check_name(f"label {keys.QUEUE_LABEL}", queue, problems)
 
     kind = Kind.TRAIN
     kind_text = labels.get(keys.KIND_LABEL)
@@ -118,25 +141,20 @@ def parse_pod_request(pod: JsonObject) -> PodRequest:
         except ValueError:
             problems.append(f"label {keys.KIND_LABEL}={kind_text!r}: use one of {_KINDS}")
 
-    priority = _integer(annotations, keys.PRIORITY_ANNOTATION, 0, problems)
+    priority = _integer(
+        annotations,
+        keys.PRIORITY_ANNOTATION,
+        0,
+        problems,
+        low=keys.MIN_PRIORITY,
+        high=keys.MAX_PRIORITY,
+    )
     preemptible = _boolean(annotations, keys.PREEMPTIBLE_ANNOTATION, problems)
-    gang = labels.get(keys.GANG_LABEL) or None
-    gang_size = 1
-    if gang is not None:
-        gang_size = _integer(annotations, keys.GANG_SIZE_ANNOTATION, 0, problems)
-        if gang_size < 1:
-            problems.append(
-                f"annotation {keys.GANG_SIZE_ANNOTATION} must give the gang's pod count "
-                f"(>= 1) when label {keys.GANG_LABEL} is set"
-            )
-            gang_size = 1
-    elif keys.GANG_SIZE_ANNOTATION in annotations:
-        problems.append(
-            f"annotation {keys.GANG_SIZE_ANNOTATION} needs label {keys.GANG_LABEL} naming the gang"
-        )
-
+    gang, gang_size = _gang(labels, annotations, problems)
     request = _request(spec, annotations, problems)
     topology = _topology(annotations.get(keys.TOPOLOGY_ANNOTATION), problems)
+    pools = _names(annotations, keys.POOLS_ANNOTATION, problems)
+    models = _names(annotations, keys.GPU_MODELS_ANNOTATION, problems)
     if problems:
         name = _metadata(pod).get("name") or _metadata(pod).get("generateName") or "<unnamed>"
         raise PodRequestError(f"pod {name}: " + "; ".join(problems))
@@ -149,8 +167,8 @@ def parse_pod_request(pod: JsonObject) -> PodRequest:
         preemptible=preemptible,
         gang=gang,
         gang_size=gang_size,
-        pools=_csv(annotations.get(keys.POOLS_ANNOTATION)),
-        models=_csv(annotations.get(keys.GPU_MODELS_ANNOTATION)),
+        pools=pools,
+        models=models,
         topology=topology,
         node_selector=tuple(sorted((spec.get("nodeSelector") or {}).items())),
         tolerations=tuple(
@@ -159,48 +177,62 @@ def parse_pod_request(pod: JsonObject) -> PodRequest:
     )
 
 
+def _gang(
+    labels: Mapping[str, str], annotations: Mapping[str, str], problems: list[str]
+) -> tuple[str | None, int]:
+    """The gang's name and size: both or neither, the size within 1-MAX_GANG_SIZE."""
+    gang = labels.get(keys.GANG_LABEL) or None
+    if gang is None:
+        if keys.GANG_SIZE_ANNOTATION in annotations:
+            problems.append(
+                f"annotation {keys.GANG_SIZE_ANNOTATION} needs label {keys.GANG_LABEL} "
+                "naming the gang"
+            )
+        return None, 1
+    _check_name(f"label {keys.GANG_LABEL}", gang, problems)
+    if keys.GANG_SIZE_ANNOTATION not in annotations:
+        problems.append(
+            f"annotation {keys.GANG_SIZE_ANNOTATION} must give the gang's pod count "
+            f"(1 to {keys.MAX_GANG_SIZE}) when label {keys.GANG_LABEL} is set"
+        )
+        return gang, 1
+    size = _integer(
+        annotations, keys.GANG_SIZE_ANNOTATION, 1, problems, low=1, high=keys.MAX_GANG_SIZE
+    )
+    return gang, size
+
+
 def _request(
     spec: JsonObject, annotations: Mapping[str, str], problems: list[str]
 ) -> Request | None:
-    gpus = 0
-    cpu = Decimal(0)
-    memory = Decimal(0)
-    for container in spec.get("containers") or ():
-        resources: JsonObject = container.get("resources") or {}
-        limits: Mapping[str, Any] = resources.get("limits") or {}
-        requests: Mapping[str, Any] = resources.get("requests") or {}
-        gpu_text = limits.get(keys.GPU_RESOURCE, requests.get(keys.GPU_RESOURCE))
-        if gpu_text is not None:
-            gpu = _quantity(gpu_text, f"container {container.get('name')}: {keys.GPU_RESOURCE}")
-            if gpu is None or gpu != gpu.to_integral_value() or gpu < 0:
-                problems.append(
-                    f"container {container.get('name')}: {keys.GPU_RESOURCE} must be a whole "
-                    f"number of GPUs, got {gpu_text!r}; for part of a GPU set annotations "
-                    f"{keys.GPU_MEMORY_ANNOTATION} and {keys.GPU_COMPUTE_ANNOTATION} instead"
-                )
-            else:
-                gpus += int(gpu)
-        cpu += _quantity(requests.get("cpu", 0), "cpu") or 0
-        memory += _quantity(requests.get("memory", 0), "memory") or 0
-    memory_mib = _integer(annotations, keys.GPU_MEMORY_ANNOTATION, 0, problems)
-    compute = _integer(annotations, keys.GPU_COMPUTE_ANNOTATION, 0, problems)
-    if (memory_mib > 0) != (compute > 0):
+    """The pod's request: whole GPUs, CPU and memory as Kubernetes charges them, or a slice."""
+    found = len(problems)
+    gpus = int(_effective(spec, lambda container, where: _gpus(container, where, problems)))
+    if gpus > keys.MAX_GPUS_PER_POD:
         problems.append(
-            f"a GPU slice needs both annotations {keys.GPU_MEMORY_ANNOTATION} (> 0) and "
-            f"{keys.GPU_COMPUTE_ANNOTATION} (1-100)"
+            f"{keys.GPU_RESOURCE}: the pod asks for {gpus} GPUs (counted as Kubernetes counts "
+            f"them, over containers and init containers); one pod may ask for 0 to "
+            f"{keys.MAX_GPUS_PER_POD}: split the work into a gang (label {keys.GANG_LABEL})"
         )
-        return None
-    if compute > 100 or compute < 0 or memory_mib < 0:
+    cpu = _effective(spec, lambda container, _where: _requested(container, "cpu"))
+    memory = _effective(spec, lambda container, _where: _requested(container, "memory"))
+    has_memory = keys.GPU_MEMORY_ANNOTATION in annotations
+    has_compute = keys.GPU_COMPUTE_ANNOTATION in annotations
+    memory_mib = _integer(
+        annotations, keys.GPU_MEMORY_ANNOTATION, 0, problems, low=1, high=keys.MAX_GPU_MEMORY_MIB
+    )
+    compute = _integer(annotations, keys.GPU_COMPUTE_ANNOTATION, 0, problems, low=1, high=100)
+    if has_memory != has_compute:
         problems.append(
-            f"annotation {keys.GPU_COMPUTE_ANNOTATION} must be 1-100 and "
-            f"{keys.GPU_MEMORY_ANNOTATION} > 0, got {compute} and {memory_mib}"
+            f"a GPU slice needs both annotations {keys.GPU_MEMORY_ANNOTATION} (1 to "
+            f"{keys.MAX_GPU_MEMORY_MIB}) and {keys.GPU_COMPUTE_ANNOTATION} (1 to 100)"
         )
-        return None
-    if compute and gpus:
+    elif has_compute and gpus:
         problems.append(
             f"the pod asks for {gpus} whole GPU(s) ({keys.GPU_RESOURCE}) and a slice "
             f"({keys.GPU_COMPUTE_ANNOTATION}); ask for one or the other"
         )
+    if len(problems) > found:
         return None
     return Request(
         gpus=gpus,
@@ -211,22 +243,106 @@ def _request(
     )
 
 
-def _quantity(value: object, what: str) -> Decimal | None:
+def _effective(spec: JsonObject, amount: Callable[[JsonObject, str], Decimal]) -> Decimal:
+    """What Kubernetes charges a pod of one resource, given each container's `amount`.
+
+    The pod's effective request, as kube-scheduler and the kubelet compute it: init containers
+    run one at a time, sidecars (init containers with restartPolicy Always) run from their
+    start to the pod's end. So the larger of every container plus every sidecar, and each
+    regular init container plus the sidecars started before it. `amount` gets the container and
+    how to name it in a message.
+    """
+    running = sum(
+        (amount(c, f"container {c.get('name')}") for c in spec.get("containers") or ()),
+        Decimal(0),
+    )
+    sidecars = Decimal(0)
+    initialising = Decimal(0)
+    for container in spec.get("initContainers") or ():
+        own = amount(container, f"init container {container.get('name')}")
+        if container.get("restartPolicy") == "Always":
+            sidecars += own
+        else:
+            initialising = max(initialising, own + sidecars)
+    return max(running + sidecars, initialising)
+
+
+def _gpus(container: JsonObject, where: str, problems: list[str]) -> Decimal:
+    """The whole GPUs one container asks for (its limit, else its request)."""
+    resources: JsonObject = container.get("resources") or {}
+    limits: Mapping[str, Any] = resources.get("limits") or {}
+    requests: Mapping[str, Any] = resources.get("requests") or {}
+    text = limits.get(keys.GPU_RESOURCE, requests.get(keys.GPU_RESOURCE))
+    if text is None:
+        return Decimal(0)
+    gpus = _quantity(text)
+    if gpus is None or gpus != gpus.to_integral_value() or gpus < 0:
+        problems.append(
+            f"{where}: {keys.GPU_RESOURCE} must be a whole number of GPUs, got {text!r}; for "
+            f"part of a GPU set annotations {keys.GPU_MEMORY_ANNOTATION} and "
+            f"{keys.GPU_COMPUTE_ANNOTATION} instead"
+        )
+        return Decimal(0)
+    return gpus
+
+
+def _requested(container: JsonObject, resource: str) -> Decimal:
+    resources: JsonObject = container.get("resources") or {}
+    requests: Mapping[str, Any] = resources.get("requests") or {}
+    return _quantity(requests.get(resource, 0)) or Decimal(0)
+
+
+def _quantity(value: object) -> Decimal | None:
     try:
         return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, InvalidOperation):
         return None
 
 
-def _integer(annotations: Mapping[str, str], key: str, default: int, problems: list[str]) -> int:
+def _integer(
+    annotations: Mapping[str, str],
+    key: str,
+    default: int,
+    problems: list[str],
+    *,
+    low: int,
+    high: int,
+) -> int:
+    """The annotation `key` as an integer in low-high; `default` when absent or refused."""
     text = annotations.get(key)
     if text is None:
         return default
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        problems.append(f"annotation {key}={text!r} must be an integer")
+        problems.append(f"annotation {key}={_shown(text)} must be an integer from {low} to {high}")
         return default
+    if not low <= value <= high:
+        problems.append(f"annotation {key}={_shown(text)} is out of range: use {low} to {high}")
+        return default
+    return value
+
+
+def _names(annotations: Mapping[str, str], key: str, problems: list[str]) -> tuple[str, ...]:
+    """A comma-separated list of names (pools, GPU models), each at most MAX_NAME_LENGTH long."""
+    names = _csv(annotations.get(key))
+    for name in names:
+        _check_name(f"annotation {key}", name, problems)
+    return names
+
+
+def _check_name(where: str, name: str, problems: list[str]) -> None:
+    if len(name) > keys.MAX_NAME_LENGTH:
+        problems.append(
+            f"{where}: {_shown(name)} is {len(name)} characters long; a name has 1 to "
+            f"{keys.MAX_NAME_LENGTH}"
+        )
+
+
+def _shown(text: str) -> str:
+    """`text` quoted for a message, cut short when it is longer than any valid value."""
+    limit = keys.MAX_NAME_LENGTH
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _boolean(annotations: Mapping[str, str], key: str, problems: list[str]) -> bool | None:
@@ -274,7 +390,7 @@ def node_from_k8s(node: JsonObject, *, pool_label: str) -> Node | None:
     labels = _labels(node)
     status: JsonObject = node.get("status") or {}
     allocatable: Mapping[str, Any] = status.get("allocatable") or {}
-    count = int(_quantity(allocatable.get(keys.GPU_RESOURCE, 0), "gpus") or 0)
+    count = int(_quantity(allocatable.get(keys.GPU_RESOURCE, 0)) or 0)
     inventory = _annotations(node).get(keys.GPU_INVENTORY_ANNOTATION)
     if inventory is not None:
         gpus = _inventory_gpus(name, inventory)
@@ -308,8 +424,8 @@ def node_from_k8s(node: JsonObject, *, pool_label: str) -> Node | None:
             name=name,
             pool=pool,
             gpus=gpus,
-            cpu_milli=math.floor((_quantity(allocatable.get("cpu", 0), "cpu") or 0) * 1000),
-            memory_mib=math.floor((_quantity(allocatable.get("memory", 0), "memory") or 0) / 2**20),
+            cpu_milli=math.floor((_quantity(allocatable.get("cpu", 0)) or 0) * 1000),
+            memory_mib=math.floor((_quantity(allocatable.get("memory", 0)) or 0) / 2**20),
             labels=tuple(sorted(labels.items())),
             taints=taints,
             topology=topology,
@@ -430,3 +546,30 @@ def queue_from_k8s(obj: JsonObject) -> Queue:
 
 def _optional_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def default_namespaces(obj: JsonObject) -> tuple[str, ...]:
+    """The namespaces a Queue object is the default queue for (`spec.defaultFor.namespaces`).
+
+    A GPU pod without the queue label in one of them is put in this queue by the pod webhook.
+    The core does not know namespaces; only the webhooks read this. Raises `QueueError` naming
+    the field when it is not a list of namespace names.
+    """
+    name = _metadata(obj).get("name", "")
+    spec: JsonObject = obj.get("spec") or {}
+    default_for = spec.get("defaultFor")
+    if default_for is None:
+        return ()
+    namespaces = default_for.get("namespaces", []) if isinstance(default_for, Mapping) else None
+    if not isinstance(namespaces, list) or not all(
+        isinstance(n, str) and len(n) <= keys.MAX_NAME_LENGTH and _NAMESPACE.match(n)
+        for n in namespaces
+    ):
+        raise QueueError(
+            f"queue {name}: spec.defaultFor.namespaces must be a list of namespace names, got "
+            f"{str(namespaces)[:200]}"
+        )
+    return tuple(dict.fromkeys(namespaces))

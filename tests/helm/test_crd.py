@@ -116,7 +116,11 @@ def test_spec_fields_and_defaults() -> None:
         "pools",
         "reclaimMinRuntimeSeconds",
         "preemptMinRuntimeSeconds",
+        "defaultFor",
     }
+    namespaces = spec["properties"]["defaultFor"]["properties"]["namespaces"]
+    assert namespaces["x-kubernetes-list-type"] == "set"
+    assert namespaces["items"]["maxLength"] == 63
     assert spec["properties"]["priority"]["default"] == 0
     assert spec["properties"]["pools"]["default"] == []
     assert set(pool["properties"]) == {"pool", "quota", "limit", "overQuotaWeight"}

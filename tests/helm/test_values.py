@@ -45,6 +45,9 @@ VALUES = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
         ('image.digest="latest"', "at '/image/digest'"),
         ("webhook.timeoutSeconds=60", "at '/webhook/timeoutSeconds': maximum: got 60, want 30"),
         ('webhook.excludedNamespaces=["Kube_System"]', "at '/webhook/excludedNamespaces/0'"),
+        ('gpuPods.exemptNamespaces=["GPU_Operator"]', "at '/gpuPods/exemptNamespaces/0'"),
+        ('gpuPods.exemptNamespaces="gpu-operator"', "at '/gpuPods/exemptNamespaces'"),
+        ('gpuPods.exempt=["gpu-operator"]', "additional properties 'exempt' not allowed"),
         (
             'spreadAcrossNodes.whenUnsatisfiable="Maybe"',
             "at '/spreadAcrossNodes/whenUnsatisfiable'",

@@ -24,6 +24,7 @@ from tests.helm._chart import (
 DNS_NAMES = [f"{RELEASE}.{NAMESPACE}.svc", f"{RELEASE}.{NAMESPACE}.svc.cluster.local"]
 PATHS = {
     "mutate-pod.aistack.io": "/webhooks/mutate-pod",
+    "mutate-gpu-pod.aistack.io": "/webhooks/mutate-pod",
     "validate-queue.aistack.io": "/webhooks/validate-queue",
 }
 
@@ -132,6 +133,55 @@ def test_pod_webhook_namespace_selection_is_configurable() -> None:
     excluded, team = selector["matchExpressions"]
     assert excluded["values"] == [NAMESPACE, "kube-system", "monitoring"]
     assert team == {"key": "team", "operator": "In", "values": ["ml"]}
+
+
+def test_gpu_pod_webhook_sees_only_unlabelled_pods_that_name_nvidia_gpus() -> None:
+    hooks = _webhooks(render())
+    hook = hooks["mutate-gpu-pod.aistack.io"]
+
+    # The same call as the labelled pods' webhook: the service decides from the pod.
+    for field in ("rules", "clientConfig", "reinvocationPolicy", "failurePolicy"):
+        assert hook[field] == hooks["mutate-pod.aistack.io"][field], field
+    assert hook["objectSelector"] == {
+        "matchExpressions": [{"key": "aistack.io/queue", "operator": "DoesNotExist"}]
+    }
+    (condition,) = hook["matchConditions"]
+    expression = " ".join(condition["expression"].split())
+    for where in ("object.spec.containers", "object.spec.initContainers"):
+        assert f"{where}.exists(c," in expression
+    for field in ("limits", "requests"):
+        assert f"'nvidia.com/gpu' in c.resources.{field}" in expression
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": [NAMESPACE, "kube-system"],
+            }
+        ]
+    }
+
+
+def test_gpu_pod_webhook_exempts_excluded_and_gpu_exempt_namespaces() -> None:
+    manifests = render(
+        set_json=[
+            'webhook.excludedNamespaces=["kube-system","monitoring"]',
+            'gpuPods.exemptNamespaces=["gpu-operator","monitoring"]',
+            'webhook.namespaceSelector={"matchLabels":{"aistack.io/enabled":"true"}}',
+        ]
+    )
+    hooks = _webhooks(manifests)
+    labelled = hooks["mutate-pod.aistack.io"]["namespaceSelector"]
+    unlabelled = hooks["mutate-gpu-pod.aistack.io"]["namespaceSelector"]
+
+    assert labelled["matchExpressions"][0]["values"] == [NAMESPACE, "kube-system", "monitoring"]
+    assert unlabelled["matchExpressions"][0]["values"] == [
+        NAMESPACE,
+        "kube-system",
+        "monitoring",
+        "gpu-operator",
+    ]
+    assert labelled["matchLabels"] == unlabelled["matchLabels"] == {"aistack.io/enabled": "true"}
 
 
 def test_queue_webhook_validates_every_change_of_a_queue() -> None:

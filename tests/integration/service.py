@@ -1,7 +1,7 @@
 """The scheduler service as the cluster sees it: `aistack serve` in a process.
 
-Its webhooks are registered with the real API server and its Queue CRD is installed from the
-Helm chart.
+Its webhooks (the chart's own configurations, pointed at the process) are registered with the
+real API server and its Queue CRD is installed from the Helm chart.
 `RunningService` can be stopped and started again (restart tests) and is shared by the session;
 tests isolate themselves with their own namespace, nodes (a pool of their own) and queues.
 """
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
+import functools
 import secrets
 import ssl
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,13 @@ from tests.integration.cluster import (
     wait_for,
 )
 
-__all__ = ["CHART_CRDS", "RunningService", "make_queue", "managed_pod", "pod_env"]
+__all__ = [
+    "CHART_CRDS",
+    "RunningService",
+    "make_queue",
+    "managed_pod",
+    "pod_env",
+]
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "aistack"
 CHART_CRDS = CHART / "crds"
@@ -162,58 +170,39 @@ class RunningService:
             return False
 
     def _register_webhooks(self) -> None:
+        """Register the chart's webhook configurations, pointed at this process.
+
+        Taken from `helm template`, not written again here, so that these tests run the
+        chart's own selection (object and namespace selectors, the CEL match conditions) on a
+        real API server; only the address, the CA and the timeout differ.
+        """
         api = AdmissionregistrationV1Api(self.admin)
         ca_bundle = base64.b64encode(self.cluster.ca.cert_pem).decode()
-        common = {
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "timeoutSeconds": 5,
+        registrations: dict[str, tuple[Callable[[Any], object], Callable[[str], object]]] = {
+            "MutatingWebhookConfiguration": (
+                api.create_mutating_webhook_configuration,
+                api.delete_mutating_webhook_configuration,
+            ),
+            "ValidatingWebhookConfiguration": (
+                api.create_validating_webhook_configuration,
+                api.delete_validating_webhook_configuration,
+            ),
         }
-        mutating = {
-            "metadata": {"name": _WEBHOOK_NAME},
-            "webhooks": [
-                {
-                    "name": "pods.aistack.io",
-                    "clientConfig": {
-                        "url": f"{self.url}/webhooks/mutate-pod",
-                        "caBundle": ca_bundle,
-                    },
-                    "rules": [_rule("", "v1", "pods", ["CREATE"])],
-                    "objectSelector": {
-                        "matchExpressions": [{"key": keys.QUEUE_LABEL, "operator": "Exists"}]
-                    },
-                    "reinvocationPolicy": "IfNeeded",
-                    **common,
-                }
-            ],
-        }
-        validating = {
-            "metadata": {"name": _WEBHOOK_NAME},
-            "webhooks": [
-                {
-                    "name": "queues.aistack.io",
-                    "clientConfig": {
-                        "url": f"{self.url}/webhooks/validate-queue",
-                        "caBundle": ca_bundle,
-                    },
-                    "rules": [
-                        _rule(keys.GROUP, "v1alpha1", "queues", ["CREATE", "UPDATE", "DELETE"])
-                    ],
-                    **common,
-                }
-            ],
-        }
-        with contextlib.suppress(ApiException):
-            api.delete_mutating_webhook_configuration(_WEBHOOK_NAME)
-        with contextlib.suppress(ApiException):
-            api.delete_validating_webhook_configuration(_WEBHOOK_NAME)
-        api.create_mutating_webhook_configuration(mutating)  # type: ignore[arg-type]
-        api.create_validating_webhook_configuration(validating)  # type: ignore[arg-type]
+        for kind, (create, delete) in registrations.items():
+            configuration = _chart_webhooks(kind)
+            configuration["metadata"] = {"name": _WEBHOOK_NAME}
+            for hook in configuration["webhooks"]:
+                path = hook["clientConfig"]["service"]["path"]
+                hook["clientConfig"] = {"url": f"{self.url}{path}", "caBundle": ca_bundle}
+                hook["timeoutSeconds"] = 5
+            with contextlib.suppress(ApiException):
+                delete(_WEBHOOK_NAME)
+            create(configuration)
 
 
-def _apply_chart_rbac(admin: ApiClient) -> None:
-    """Create the service's ClusterRoles and bindings exactly as `helm template` renders them."""
+@functools.cache
+def _chart_manifests() -> tuple[dict[str, Any], ...]:
+    """The chart's objects as `helm template` renders them with its default values."""
     rendered = subprocess.run(
         [
             str(BIN_DIR / "helm"),
@@ -227,6 +216,17 @@ def _apply_chart_rbac(admin: ApiClient) -> None:
         capture_output=True,
         text=True,
     ).stdout
+    return tuple(document for document in yaml.safe_load_all(rendered) if document)
+
+
+def _chart_webhooks(kind: str) -> dict[str, Any]:
+    """A fresh copy of the chart's (Mutating|Validating)WebhookConfiguration."""
+    (found,) = [m for m in _chart_manifests() if m["kind"] == kind]
+    return copy.deepcopy(found)
+
+
+def _apply_chart_rbac(admin: ApiClient) -> None:
+    """Create the service's ClusterRoles and bindings exactly as `helm template` renders them."""
     rbac = RbacAuthorizationV1Api(admin)
     with contextlib.suppress(ApiException):  # 409: a previous module created it
         CoreV1Api(admin).create_namespace({"metadata": {"name": SERVICE_NAMESPACE}})  # type: ignore[arg-type]
@@ -237,20 +237,10 @@ def _apply_chart_rbac(admin: ApiClient) -> None:
         "Role": lambda body: rbac.create_namespaced_role(SERVICE_NAMESPACE, body),
         "RoleBinding": lambda body: rbac.create_namespaced_role_binding(SERVICE_NAMESPACE, body),
     }
-    for document in yaml.safe_load_all(rendered):
-        if document and document["kind"] in create:
+    for document in _chart_manifests():
+        if document["kind"] in create:
             with contextlib.suppress(ApiException):  # 409: a previous module applied it
                 create[document["kind"]](document)
-
-
-def _rule(group: str, version: str, resource: str, operations: list[str]) -> dict[str, Any]:
-    return {
-        "apiGroups": [group],
-        "apiVersions": [version],
-        "resources": [resource],
-        "operations": operations,
-        "scope": "*",
-    }
 
 
 def _install_crds(api: ApiextensionsV1Api) -> None:
@@ -275,8 +265,12 @@ def make_queue(
     name: str | None = None,
     parent: str | None = None,
     priority: int = 0,
+    default_for: Sequence[str] = (),
 ) -> str:
-    """Create a Queue with quota (or (quota, limit)) per pool; returns its (unique) name."""
+    """Create a Queue with quota (or (quota, limit)) per pool; returns its (unique) name.
+
+    `default_for` names the namespaces whose GPU pods without a queue label it takes.
+    """
     name = name or f"q-{secrets.token_hex(3)}"
     entries = []
     for pool, amount in pools.items():
@@ -288,6 +282,8 @@ def make_queue(
     spec: dict[str, Any] = {"pools": entries, "priority": priority}
     if parent is not None:
         spec["parent"] = parent
+    if default_for:
+        spec["defaultFor"] = {"namespaces": list(default_for)}
     body = {
         "apiVersion": f"{keys.GROUP}/{keys.QUEUE_VERSION}",
         "kind": "Queue",

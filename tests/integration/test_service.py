@@ -354,7 +354,7 @@ def test_no_managed_pod_slips_past_admission_while_the_service_is_down(
     service.stop()
     with pytest.raises(ApiException) as refused:
         create(core, namespace, managed_pod("during-outage", queue, gpus=1))
-    assert "pods.aistack.io" in refusal(refused.value)
+    assert "mutate-pod.aistack.io" in refusal(refused.value)
     make_gpu_node("g0", labels={keys.POOL_LABEL: pool})
     time.sleep(3)  # kube-scheduler would bind an ungated pod to the new node by now
     early = read(core, namespace, "early")
@@ -374,7 +374,7 @@ def test_no_managed_pod_slips_past_admission_while_the_service_is_down(
         (
             {keys.GPU_COMPUTE_ANNOTATION: "150", keys.GPU_MEMORY_ANNOTATION: "1000"},
             0,
-            "must be 1-100",
+            "is out of range: use 1 to 100",
         ),
         ({keys.GPU_COMPUTE_ANNOTATION: "50"}, 0, "a GPU slice needs both"),
         (

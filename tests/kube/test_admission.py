@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from scheduler_service import pod_contract as keys
-from scheduler_service.core import Queue
+from scheduler_service.core import GPU, Node, Queue
 from scheduler_service.kube import KubeWebhooks
 from scheduler_service.kube._admission import QueueUnreadableError
 from tests.kube.objects import make_pod, make_queue
@@ -137,14 +137,6 @@ def test_a_pod_that_names_its_node_is_refused() -> None:
     assert "spec.nodeName is set" in decision.message
 
 
-def test_a_pod_without_the_queue_label_is_not_touched() -> None:
-    pod = make_pod("p", gpus=1)
-    del pod["metadata"]["labels"][keys.QUEUE_LABEL]
-    decision = hooks().mutate_pod(pod_create(pod))
-    assert decision.allowed
-    assert decision.patch == ()
-
-
 def test_queue_parents_must_exist_and_not_loop() -> None:
     missing = hooks().validate_queue({"operation": "CREATE", "object": make_queue("c", parent="x")})
     assert not missing.allowed
@@ -171,4 +163,425 @@ def test_queues_with_children_or_workloads_cannot_be_deleted() -> None:
         hooks()
         .validate_queue({"operation": "DELETE", "oldObject": {"metadata": {"name": "a"}}})
         .allowed
+    )
+
+
+# -- Argo's pods ---------------------------------------------------------------------------------
+
+GPU_ENV = ("AISTACK_", "NVIDIA_", "CUDA_")
+
+
+def argo_pod(name: str = "wf-train-1") -> dict[str, Any]:
+    """A pod as Argo builds it for a step: `wait` (its executor), then the step's `main`."""
+    pod = make_pod(name, "a", gpu_memory_mib=4096, gpu_compute_percent=30)
+    pod["metadata"]["labels"]["workflows.argoproj.io/workflow"] = "wf"
+    main = pod["spec"]["containers"][0]
+    wait = {"name": "wait", "image": "argoexec", "env": [{"name": "ARGO_POD_NAME", "value": name}]}
+    pod["spec"]["containers"] = [wait, main]
+    pod["spec"]["initContainers"] = [{"name": "init", "image": "argoexec"}]
+    return pod
+
+
+def env_names(pod: dict[str, Any], container: str) -> list[str]:
+    (found,) = [c for c in pod["spec"]["containers"] if c["name"] == container]
+    return [e["name"] for e in found.get("env") or ()]
+
+
+def test_argo_s_wait_container_gets_no_gpu_variables_and_main_gets_all() -> None:
+    pod = argo_pod()
+    decision = hooks().mutate_pod(pod_create(pod))
+    mutated = apply_patch(pod_create(pod)["object"], decision.patch)
+
+    assert env_names(mutated, "wait") == ["ARGO_POD_NAME"]
+    assert env_names(mutated, "main") == [
+        "AISTACK_GPUS",
+        "NVIDIA_VISIBLE_DEVICES",
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
+    ]
+    assert mutated["spec"]["initContainers"] == [{"name": "init", "image": "argoexec"}]
+
+
+def test_argo_s_wait_container_loses_gpu_variables_set_by_the_user() -> None:
+    pod = argo_pod()
+    pod["spec"]["containers"][0]["env"].append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"})
+    decision = hooks().mutate_pod(pod_create(pod))
+    mutated = apply_patch(pod_create(pod)["object"], decision.patch)
+
+    assert env_names(mutated, "wait") == ["ARGO_POD_NAME"]
+    assert "container wait: removed NVIDIA_VISIBLE_DEVICES" in decision.warnings[0]
+
+
+def test_a_container_named_wait_outside_argo_is_a_step_container() -> None:
+    pod = argo_pod()
+    del pod["metadata"]["labels"]["workflows.argoproj.io/workflow"]
+    mutated = apply_patch(pod_create(pod)["object"], hooks().mutate_pod(pod_create(pod)).patch)
+
+    assert [n for n in env_names(mutated, "wait") if n.startswith(GPU_ENV)] == env_names(
+        mutated, "main"
+    )
+
+
+# -- GPU pods without a queue label --------------------------------------------------------------
+
+
+def unlabelled(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod without the queue label (its creator did not name a queue)."""
+    del pod["metadata"]["labels"][keys.QUEUE_LABEL]
+    return pod
+
+
+class Defaults:
+    """The default queues as `KubeWebhooks` reads them, counting the reads."""
+
+    def __init__(self, defaults: dict[str, tuple[str, ...]] | Exception) -> None:
+        self.defaults = defaults
+        self.reads = 0
+
+    def __call__(self) -> dict[str, tuple[str, ...]]:
+        self.reads += 1
+        if isinstance(self.defaults, Exception):
+            raise self.defaults
+        return self.defaults
+
+
+def defaulting(defaults: dict[str, tuple[str, ...]] | Exception) -> tuple[KubeWebhooks, Defaults]:
+    read = Defaults(defaults)
+    return KubeWebhooks(lambda: QUEUES, lambda _queue: 0, default_queues=read), read
+
+
+def test_a_pod_without_queue_label_or_gpus_is_not_touched() -> None:
+    webhooks, read = defaulting({"a": ("team",)})
+    cpu_only = unlabelled(make_pod("p"))
+    zero = unlabelled(make_pod("z"))
+    zero["spec"]["containers"][0]["resources"] = {"limits": {keys.GPU_RESOURCE: "0"}}
+
+    for pod in (cpu_only, zero):
+        decision = webhooks.mutate_pod(pod_create(pod))
+        assert decision.allowed
+        assert decision.patch == ()
+    assert read.reads == 0  # no GPUs asked: no API call either
+
+
+def test_an_unlabelled_gpu_pod_without_a_default_queue_is_refused() -> None:
+    webhooks, _ = defaulting({"b": ("elsewhere",)})
+    decision = webhooks.mutate_pod(pod_create(unlabelled(make_pod("p", gpus=1))))
+
+    assert not decision.allowed
+    assert decision.message == (
+        "pod p asks for nvidia.com/gpu but has no label aistack.io/queue, and namespace 'team' "
+        "has no default queue: GPUs are handed out by the AI-Stack scheduler only. Add label "
+        "aistack.io/queue=<leaf queue> to the pod (kubectl get queues lists them), or ask a "
+        "cluster admin to name the namespace in a Queue's spec.defaultFor.namespaces"
+    )
+
+
+@pytest.mark.parametrize("where", ["requests", "limits"])
+def test_gpus_asked_only_by_an_init_container_make_a_gpu_pod(where: str) -> None:
+    webhooks, _ = defaulting({})
+    pod = unlabelled(make_pod("p"))
+    pod["spec"]["initContainers"] = [
+        {"name": "warmup", "resources": {where: {keys.GPU_RESOURCE: "2"}}}
+    ]
+
+    decision = webhooks.mutate_pod(pod_create(pod))
+
+    assert not decision.allowed
+    assert "has no default queue" in decision.message
+
+
+def test_an_unlabelled_gpu_pod_joins_its_namespace_s_default_queue() -> None:
+    webhooks, _ = defaulting({"a": ("team", "other"), "b": ("elsewhere",)})
+    pod = unlabelled(make_pod("p", gpus=1))
+    decision = webhooks.mutate_pod(pod_create(pod))
+    mutated = apply_patch(pod_create(pod)["object"], decision.patch)
+
+    assert decision.allowed
+    assert mutated["metadata"]["labels"] == {keys.QUEUE_LABEL: "a", keys.MANAGED_LABEL: "true"}
+    assert mutated["spec"]["schedulingGates"] == [{"name": keys.SCHEDULING_GATE}]
+    assert env_names(mutated, "main") == ["AISTACK_GPUS"]
+    assert decision.warnings == (
+        "no label aistack.io/queue: the pod asks for nvidia.com/gpu, so it was put in queue "
+        "'a', the default queue of namespace 'team'; it waits for the scheduler like any pod "
+        "of that queue",
+    )
+    # Reinvoked (another webhook changed the pod after ours), it is an ordinary managed pod.
+    again = webhooks.mutate_pod({"operation": "CREATE", "object": mutated, "namespace": "team"})
+    assert apply_patch(mutated, again.patch) == mutated
+    assert again.warnings == ()
+
+
+def test_a_pod_without_any_label_gets_the_labels_map() -> None:
+    webhooks, _ = defaulting({"a": ("team",)})
+    pod = unlabelled(make_pod("p", gpus=1))
+    request = pod_create(pod)
+    del request["object"]["metadata"]["labels"]
+
+    mutated = apply_patch(request["object"], webhooks.mutate_pod(request).patch)
+
+    assert mutated["metadata"]["labels"] == {keys.QUEUE_LABEL: "a", keys.MANAGED_LABEL: "true"}
+
+
+def test_a_defaulted_pod_is_checked_like_a_labelled_one() -> None:
+    webhooks, _ = defaulting({"a": ("team",)})
+    pod = unlabelled(make_pod("p", gpus=1, annotations={keys.PRIORITY_ANNOTATION: "high"}))
+
+    decision = webhooks.mutate_pod(pod_create(pod))
+
+    assert not decision.allowed
+    assert "annotation aistack.io/priority='high' must be an integer" in decision.message
+
+
+def test_a_namespace_claimed_by_two_default_queues_refuses_unlabelled_gpu_pods() -> None:
+    webhooks, _ = defaulting({"b": ("team",), "a": ("team",)})
+    decision = webhooks.mutate_pod(pod_create(unlabelled(make_pod("p", gpus=1))))
+
+    assert not decision.allowed
+    assert "namespace 'team' has 2 default queues (a, b)" in decision.message
+
+
+def test_default_queues_that_cannot_be_read_refuse_with_a_retry() -> None:
+    webhooks, _ = defaulting(QueueUnreadableError("HTTP 503 Service Unavailable"))
+    decision = webhooks.mutate_pod(pod_create(unlabelled(make_pod("p", gpus=1))))
+
+    assert not decision.allowed
+    assert decision.message.endswith(
+        "the default queue of namespace 'team' could not be read from the API server (HTTP 503 "
+        "Service Unavailable); create the pod again in a moment"
+    )
+
+
+def test_labelled_pods_never_read_the_default_queues() -> None:
+    webhooks, read = defaulting({"a": ("team",)})
+    assert webhooks.mutate_pod(pod_create(make_pod("p", "b", gpus=1))).allowed
+    assert read.reads == 0
+
+
+# -- requests no node could ever hold ------------------------------------------------------------
+
+
+def gpu_node(
+    name: str, *, gpus: int = 8, pool: str = "h100", model: str = "H100", memory_mib: int = 81920
+) -> Node:
+    return Node(
+        name=name,
+        pool=pool,
+        gpus=tuple(
+            GPU(index=i, uuid=f"{name}/{i}", model=model, memory_mib=memory_mib)
+            for i in range(gpus)
+        ),
+    )
+
+
+NODES = (
+    gpu_node("h1"),
+    gpu_node("h2", gpus=4),
+    gpu_node("a1", gpus=4, pool="a100", model="A100", memory_mib=40960),
+    Node(name="cpu", pool="h100"),
+)
+
+
+def sized(nodes: tuple[Node, ...] = NODES) -> KubeWebhooks:
+    return KubeWebhooks(lambda: QUEUES, lambda _queue: 0, nodes=lambda: nodes)
+
+
+def fit_pod(gpus: int = 0, memory_mib: int = 0, **annotations: str) -> dict[str, Any]:
+    notes = {f"aistack.io/{key.replace('_', '-')}": value for key, value in annotations.items()}
+    return make_pod(
+        "p",
+        gpus=gpus,
+        gpu_memory_mib=memory_mib,
+        gpu_compute_percent=10 if memory_mib else 0,
+        annotations=notes,
+    )
+
+
+JUDGED = (
+    ". This is judged on the GPU nodes the scheduler knows now; if more are coming, create the "
+    "pod again once they have joined"
+)
+
+
+@pytest.mark.parametrize(
+    ("pod", "message"),
+    [
+        (
+            fit_pod(gpus=9),
+            "pod p: the pod asks for 9 whole GPUs and the biggest node has 8 (node h1, pool "
+            "h100, H100); split the work into a gang of smaller pods (label aistack.io/gang)",
+        ),
+        (
+            fit_pod(gpus=5, pools="a100"),
+            "pod p: the pod asks for 5 whole GPUs and the biggest node in pool(s) a100 has 4 "
+            "(node a1, pool a100, A100)",
+        ),
+        (
+            fit_pod(gpus=5, gpu_models="A100"),
+            "biggest node with GPU model A100 has 4 (node a1, pool a100, A100)",
+        ),
+        (
+            fit_pod(memory_mib=81921),
+            "pod p: a slice of 81921 MiB is larger than any GPU: the largest has 81920 MiB "
+            "(H100 on node h2); ask for at most 81920 MiB",
+        ),
+        (
+            fit_pod(memory_mib=50000, pools="a100"),
+            "a slice of 50000 MiB is larger than any GPU in pool(s) a100: the largest has 40960 "
+            "MiB (A100 on node a1)",
+        ),
+        (
+            fit_pod(gpus=1, pools="h100,b200"),
+            "pod p: annotation aistack.io/pools names pool(s) b200 that no GPU node is in "
+            "(pools: a100, h100)",
+        ),
+        (
+            fit_pod(gpus=1, gpu_models="B200,GB200"),
+            "pod p: no GPU node has GPU model B200 or GB200 (models: A100, H100)",
+        ),
+        (
+            fit_pod(gpus=1, pools="a100", gpu_models="H100"),
+            "no GPU node in pool(s) a100 has GPU model H100 (models: A100)",
+        ),
+    ],
+)
+def test_a_request_no_node_could_ever_hold_is_refused(pod: dict[str, Any], message: str) -> None:
+    decision = sized().mutate_pod(pod_create(pod))
+
+    assert not decision.allowed
+    assert message in decision.message
+    assert decision.message.endswith(JUDGED)
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        fit_pod(gpus=8),
+        fit_pod(gpus=4, pools="a100"),
+        fit_pod(memory_mib=81920),
+        fit_pod(gpus=8, pools="a100,h100", gpu_models="A100,H100"),
+        fit_pod(),
+    ],
+)
+def test_a_request_the_biggest_node_holds_is_admitted(pod: dict[str, Any]) -> None:
+    assert sized().mutate_pod(pod_create(pod)).allowed
+
+
+def test_nothing_is_refused_while_no_gpu_node_is_known() -> None:
+    """A cluster that is starting, or a service that has not listed its nodes, refuses nobody."""
+    for nodes in [(), (Node(name="cpu", pool="h100"),)]:
+        decision = sized(nodes).mutate_pod(pod_create(fit_pod(gpus=64, pools="nowhere")))
+        assert decision.allowed
+
+
+def test_a_refusal_is_confirmed_on_the_nodes_the_api_server_has_now() -> None:
+    """The cache lags: a node that joined a moment ago is read before a pod is refused."""
+    read: list[str] = []
+
+    def fresh() -> tuple[Node, ...]:
+        read.append("nodes")
+        return (*NODES, gpu_node("big", gpus=16))
+
+    webhooks = KubeWebhooks(lambda: QUEUES, lambda _queue: 0, nodes=lambda: NODES, read_nodes=fresh)
+    assert webhooks.mutate_pod(pod_create(fit_pod(gpus=8))).allowed
+    assert read == []  # a pod that fits costs no API call
+    assert webhooks.mutate_pod(pod_create(fit_pod(gpus=16))).allowed
+    refused = webhooks.mutate_pod(pod_create(fit_pod(gpus=17)))
+    assert "the biggest node has 16 (node big" in refused.message
+    assert read == ["nodes", "nodes"]
+
+
+# -- messages that stay short --------------------------------------------------------------------
+
+
+def test_an_unknown_queue_lists_the_five_closest_leaves_and_how_many_more() -> None:
+    queues = {
+        "org": Queue("org"),
+        **{f"team-{i}": Queue(f"team-{i}", parent="org") for i in range(12)},
+    }
+    queues["vision"] = Queue("vision", parent="org")
+    webhooks = KubeWebhooks(lambda: queues, lambda _queue: 0)
+
+    decision = webhooks.mutate_pod(pod_create(make_pod("p", "visoin", gpus=1)))
+
+    assert decision.message.startswith("queue 'visoin' does not exist (leaf queues: vision, ")
+    assert "and 8 more); set label aistack.io/queue to an existing queue (kubectl get queues" in (
+        decision.message
+    )
+    assert decision.message.count("team-") == 4
+
+
+# -- default queues in the queue webhook ---------------------------------------------------------
+
+
+def queue_request(operation: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {"operation": operation, "object": make_queue(name, **spec)}
+
+
+def test_a_namespace_may_have_only_one_default_queue() -> None:
+    webhooks, _ = defaulting({"a": ("team", "ml")})
+
+    taken = webhooks.validate_queue(
+        queue_request("CREATE", "c", parent="org", defaultFor={"namespaces": ["ml", "new"]})
+    )
+    assert not taken.allowed
+    assert taken.message == (
+        "queue 'c': spec.defaultFor.namespaces names namespaces that already have a default "
+        "queue: 'ml' (queue 'a'); a namespace has at most one default queue, so remove it from "
+        "one of the two"
+    )
+    own = webhooks.validate_queue(
+        queue_request("UPDATE", "a", parent="org", defaultFor={"namespaces": ["team", "x"]})
+    )
+    assert own.allowed  # a queue may change its own list
+    free = webhooks.validate_queue(
+        queue_request("CREATE", "c", parent="org", defaultFor={"namespaces": ["new"]})
+    )
+    assert free.allowed
+
+
+def test_a_default_queue_is_a_leaf() -> None:
+    webhooks, _ = defaulting({"a": ("team",)})
+
+    parent = webhooks.validate_queue(
+        queue_request("UPDATE", "org", defaultFor={"namespaces": ["ml"]})
+    )
+    assert not parent.allowed
+    assert "the queue has children (a, b) and pods run in leaf queues only" in parent.message
+    child = webhooks.validate_queue(queue_request("CREATE", "c", parent="a"))
+    assert not child.allowed
+    assert "parent 'a' is the default queue of namespace(s) team, and a default queue must be" in (
+        child.message
+    )
+
+
+def test_a_bad_default_for_is_refused_naming_the_field() -> None:
+    webhooks, _ = defaulting({})
+    decision = webhooks.validate_queue(
+        queue_request("CREATE", "c", parent="org", defaultFor={"namespaces": ["Team_A"]})
+    )
+    assert not decision.allowed
+    assert "queue c: spec.defaultFor.namespaces must be a list of namespace names" in (
+        decision.message
+    )
+
+
+def test_default_queues_are_read_only_when_a_queue_could_conflict() -> None:
+    webhooks, read = defaulting(QueueUnreadableError("HTTP 503 Service Unavailable"))
+    assert webhooks.validate_queue(queue_request("CREATE", "root")).allowed
+    assert read.reads == 0
+    refused = webhooks.validate_queue(queue_request("CREATE", "c", parent="org"))
+    assert not refused.allowed
+    assert refused.message == (
+        "queue 'c': the default queues (spec.defaultFor) could not be read from the API server "
+        "(HTTP 503 Service Unavailable); try again in a moment"
+    )
+
+
+def test_deleting_a_default_queue_warns_that_its_namespaces_lose_it() -> None:
+    old = make_queue("a", parent="org", defaultFor={"namespaces": ["team"]})
+    decision = hooks().validate_queue({"operation": "DELETE", "oldObject": old})
+    assert decision.allowed
+    assert decision.warnings == (
+        "namespace(s) team lose their default queue: GPU pods without label aistack.io/queue "
+        "are refused there from now on",
     )
