@@ -71,3 +71,19 @@ def test_the_checkpoint_example_resumes_where_a_reclaim_stopped_it(tmp_path: Pat
         check=True,
     ).stdout
     assert resumed.splitlines()[-1] == whole.splitlines()[-1]  # the same model either way
+
+
+def pipelines_in(markdown: Path) -> list[str]:
+    """The Python blocks of a document that define a Hera workflow."""
+    blocks = markdown.read_text(encoding="utf-8").split("```python\n")[1:]
+    return [b.split("```")[0] for b in blocks if "Workflow(" in b]
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/authors.md"])
+def test_the_pipelines_in_the_docs_build(document: str, tmp_path: Path) -> None:
+    blocks = pipelines_in(ROOT / document)
+    assert blocks, f"{document} shows no pipeline"
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"block{index}.py"
+        path.write_text(block)
+        assert af.render(af.load_pipelines(path)).count("aistack.io/admission") >= 1

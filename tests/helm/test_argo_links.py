@@ -1,0 +1,51 @@
+"""The Argo UI links: off by default; when on, an entry Argo reads and the patch installing it."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.helm._chart import TESTDATA, find, kinds, render, render_error
+
+LINKS = TESTDATA / "argo-ui-links.values.yaml"
+
+
+def test_no_links_unless_asked() -> None:
+    assert kinds(render(), "ConfigMap", "aistack-argo-ui-links") == []
+
+
+BASE = "https://aistack.example.com/api/v1"
+
+
+def test_the_links_lead_to_the_services_view_of_a_workflow_and_of_a_pod() -> None:
+    configmap = find(render(LINKS), "ConfigMap", "aistack-argo-ui-links")
+    links = yaml.safe_load(configmap["data"]["links"])
+    assert links == [
+        {
+            "name": "AI-Stack scheduler",
+            "scope": "workflow",
+            "url": BASE + "/workflows/${metadata.namespace}/${metadata.name}",
+        },
+        {
+            "name": "AI-Stack scheduler",
+            "scope": "pod",
+            "url": BASE + "/explain/${metadata.namespace}/${metadata.name}",
+        },
+    ]
+
+
+def test_the_patch_sets_exactly_that_entry_in_argos_configmap() -> None:
+    configmap = find(render(LINKS), "ConfigMap", "aistack-argo-ui-links")
+    patch = json.loads(configmap["data"]["patch"])
+    assert patch == {"data": {"links": configmap["data"]["links"]}}
+
+
+def test_links_without_an_address_are_refused_saying_what_to_set() -> None:
+    error = render_error(set_json=["argoUILinks.enabled=true"])
+    assert "argoUILinks.baseUrl must be set" in error
+
+
+def test_an_address_that_is_not_http_is_refused() -> None:
+    error = render_error(set_json=['argoUILinks.baseUrl="ftp://aistack"'])
+    assert "/argoUILinks/baseUrl" in error
