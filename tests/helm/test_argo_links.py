@@ -35,10 +35,17 @@ def test_the_links_lead_to_the_services_view_of_a_workflow_and_of_a_pod() -> Non
     ]
 
 
-def test_the_patch_sets_exactly_that_entry_in_argos_configmap() -> None:
+def test_the_workflow_list_gets_a_queue_column() -> None:
     configmap = find(render(LINKS), "ConfigMap", "aistack-argo-ui-links")
-    patch = json.loads(configmap["data"]["patch"])
-    assert patch == {"data": {"links": configmap["data"]["links"]}}
+    assert yaml.safe_load(configmap["data"]["columns"]) == [
+        {"name": "Queue", "type": "label", "key": "aistack.io/queue"}
+    ]
+
+
+def test_the_patch_sets_exactly_those_entries_in_argos_configmap() -> None:
+    data = find(render(LINKS), "ConfigMap", "aistack-argo-ui-links")["data"]
+    patch = json.loads(data["patch"])
+    assert patch == {"data": {"links": data["links"], "columns": data["columns"]}}
 
 
 def test_links_without_an_address_are_refused_saying_what_to_set() -> None:
