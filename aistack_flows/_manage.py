@@ -160,15 +160,14 @@ def _spec(manifest: Mapping[str, Any]) -> Json:
 
 
 def _check_pod_metadata(spec: Mapping[str, Any], report: _Report) -> None:
-    for field in ("podMetadata",):
-        labels = (spec.get(field) or {}).get("labels") or {}
-        if contract.QUEUE_LABEL in labels:
-            report.at("workflow").add(
-                f"{field}.labels",
-                f"{contract.QUEUE_LABEL} there would put every pod, CPU-only steps and exit "
-                "handlers too, in the scheduler's queue; label the workflow itself (its default "
-                "queue for GPU steps) or name the queue per step",
-            )
+    """The queue label where it would reach every pod of the workflow is refused."""
+    if contract.QUEUE_LABEL in ((spec.get("podMetadata") or {}).get("labels") or {}):
+        report.at("workflow").add(
+            "podMetadata.labels",
+            f"{contract.QUEUE_LABEL} there would put every pod, CPU-only steps and exit "
+            "handlers too, in the scheduler's queue; label the workflow itself (its default "
+            "queue for GPU steps) or name the queue per step",
+        )
     defaults = ((spec.get("templateDefaults") or {}).get("metadata") or {}).get("labels") or {}
     if contract.QUEUE_LABEL in defaults:
         report.at("workflow").add(

@@ -108,13 +108,17 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+class _NotFoundError(Exception):
+    """What the user named is not there; the message says where to look."""
+
+
 def _guarded(action: Callable[[], int]) -> int:
     """Run `action`, turning the ways the cluster or the files fail into one line and a status."""
     try:
         return action()
     except (LoadError, PipelineError) as error:
         return _fail(str(error), 2)
-    except ConnectError as error:
+    except (ConnectError, _NotFoundError) as error:
         return _fail(str(error), 1)
     except ApiException as error:
         return _fail(_api_message(error), 1)
@@ -236,7 +240,7 @@ def _workflow_and_pods(args: argparse.Namespace) -> tuple[Json, list[Json], list
             )
         except ApiException as error:
             if error.status == 404:
-                raise LookupError(
+                raise _NotFoundError(
                     f"no workflow {args.workflow!r} in namespace {namespace!r}; "
                     "`aistack list` shows the workflows there"
                 ) from None
@@ -284,7 +288,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(emit(data, args.output, lambda: header + "\n\n" + _step_table(rows)))
         return 0
 
-    return _lookup(action)
+    return _guarded(action)
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -297,7 +301,7 @@ def run_explain(args: argparse.Namespace) -> int:
         print(emit(data, args.output, lambda: _explanation(workflow, rows, events)))
         return 0
 
-    return _lookup(action)
+    return _guarded(action)
 
 
 def _explanation(workflow: Json, rows: Sequence[StepRow], events: Sequence[Json]) -> str:
@@ -322,16 +326,6 @@ def _explanation(workflow: Json, rows: Sequence[StepRow], events: Sequence[Json]
             target = (event.get("involvedObject") or {}).get("name")
             lines.append(f"  {when}  {event.get('reason')}  {target}: {event.get('message')}")
     return "\n".join(lines)
-
-
-def _lookup(action: Callable[[], int]) -> int:
-    def guarded() -> int:
-        try:
-            return action()
-        except LookupError as error:
-            return _fail(str(error).strip("'\""), 1)
-
-    return _guarded(guarded)
 
 
 def run_queues(args: argparse.Namespace) -> int:
