@@ -176,7 +176,8 @@ class Metrics:
         )
         self._evicted = Counter(
             "aistack_evicted_workloads",
-            "Workloads evicted, by queue and cause (Reclaimed, Preempted).",
+            "Workloads the scheduler stopped, by queue and cause (Reclaimed, Preempted, "
+            "GangMemberLost, GangIncomplete, DeadlineExceeded).",
             ["queue", "cause"],
             registry=self.registry,
         )
@@ -204,7 +205,7 @@ class Metrics:
         self._admitted_pods.labels(queue=queue).inc(pods)
 
     def evicted(self, queue: str, cause: str) -> None:
-        """A workload of `queue` was evicted for `cause` (an `EvictionCause` value)."""
+        """A workload of `queue` was stopped for `cause` (`PodEviction.cause` in the driver)."""
         self._evicted.labels(queue=queue, cause=cause).inc()
 
     def patch_failed(self, kind: str) -> None:

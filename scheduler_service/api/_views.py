@@ -35,6 +35,9 @@ from scheduler_service.core import (
     Reason,
     Workload,
     WorkloadState,
+    pending_order,
+    queue_place,
+    waiting_summary,
 )
 
 __all__ = ["ClusterView", "reason_view"]
@@ -60,11 +63,6 @@ def reason_view(reason: Reason) -> ReasonView:
     return ReasonView(
         code=reason.code, type=type(reason).__name__, message=reason.message, details=details
     )
-
-
-def _pending_order(workload: Workload) -> tuple[int, float, str]:
-    # The core's order inside a queue (DESIGN.md, phase 2): priority, then submission time.
-    return (-workload.priority, workload.submitted_at, workload.name)
 
 
 class ClusterView:
@@ -93,14 +91,8 @@ class ClusterView:
             if queue.parent is not None:
                 children[queue.parent].append(queue.name)
         self._children = children
-        pending: dict[str, list[Workload]] = defaultdict(list)
-        for workload in snapshot.workloads:
-            if workload.state is WorkloadState.PENDING:
-                pending[workload.queue].append(workload)
-        self._pending_order = {
-            queue: [w.name for w in sorted(items, key=_pending_order)]
-            for queue, items in pending.items()
-        }
+        # The core's order inside a queue (DESIGN.md, phase 2), as the pods' messages say it.
+        self._pending_order = pending_order(snapshot.workloads)
 
     def __repr__(self) -> str:
         return (
@@ -325,7 +317,7 @@ class ClusterView:
             pod=pod,
             namespace=namespace,
             workload=view,
-            summary=self._summary(view, position, len(order)),
+            summary=self._summary(workload, view, position, len(order)),
             queue_pools=[] if queue is None else self.queue_pools(queue, pools),
             queue_position=position,
             queue_pending=len(order),
@@ -341,7 +333,9 @@ class ClusterView:
             return []
         return [view.pool for view in self.queue_pools(queue)]
 
-    def _summary(self, view: WorkloadView, position: int | None, pending: int) -> str:
+    def _summary(
+        self, workload: Workload, view: WorkloadView, position: int | None, pending: int
+    ) -> str:
         if view.state is WorkloadState.PENDING:
             admitted = self.admitted.get(view.name)
             if admitted is not None:
@@ -349,13 +343,16 @@ class ClusterView:
                     f"admitted by the last cycle onto {_nodes(p.node for p in admitted)}; its "
                     "pods are being bound to their GPUs and released"
                 )
-            place = f" (position {position} of {pending})" if position is not None else ""
-            why = (
-                view.reason.message
-                if view.reason is not None
-                else "not yet considered by a scheduling cycle; ask again in a few seconds"
-            )
-            return f"pending in queue {view.queue}{place}: {why}"
+            reason = self.reasons.get(view.name)
+            if reason is None or position is None:
+                return (
+                    f"pending in queue {view.queue}: not yet considered by a scheduling cycle; "
+                    "ask again in a few seconds"
+                )
+            # The words of the pod's message (the Argo UI), with the exact place in the queue.
+            shares = {s.pool: s for s in self._shares.get(view.queue, ())}
+            place = queue_place(position, pending)
+            return f"pending in {waiting_summary(workload, place, shares, reason)}"
         where = _nodes(p.node for p in view.allocation or ())
         if view.state is WorkloadState.EVICTING:
             return (

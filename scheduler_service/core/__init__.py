@@ -27,6 +27,7 @@ from scheduler_service.core._model import (
     WorkloadState,
     gpus_to_milli,
 )
+from scheduler_service.core._pending import pending_order
 from scheduler_service.core._plan import (
     Admission,
     BlockedByReservation,
@@ -44,6 +45,9 @@ from scheduler_service.core._plan import (
     Reservation,
     WaitingForEviction,
     format_gpus,
+    ordinal,
+    queue_place,
+    waiting_summary,
 )
 from scheduler_service.core._scheduler import Scheduler, SchedulerError
 
@@ -88,6 +92,10 @@ __all__ = [
     "fair_shares",
     "format_gpus",
     "gpus_to_milli",
+    "ordinal",
+    "pending_order",
+    "queue_place",
     "schedule",
+    "waiting_summary",
     "water_fill",
 ]

@@ -794,10 +794,9 @@ class _Cycle:
     def _over_share_text(self, queue: str, pool: str, held: int, need: int) -> str:
         share = self.shares.get((queue, pool), 0)
         return (
-            f"queue {queue} holds {format_gpus(held)} GPUs of its "
-            f"{format_gpus(share)}-GPU fair share in pool {pool}; this step's "
-            f"{format_gpus(need)} more would take it to {format_gpus(held + need)}, so it "
-            f"may only use idle GPUs, not reclaim"
+            f"queue {queue} holds {format_gpus(held)} of its {format_gpus(share)}-GPU fair share "
+            f"in pool {pool}: this step's {format_gpus(need)} more may only use idle GPUs, "
+            "not reclaim"
         )
 
     # -- 5. preempt -----------------------------------------------------------------------

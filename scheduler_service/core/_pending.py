@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
-from scheduler_service.core._model import Workload
+from scheduler_service.core._model import Workload, WorkloadState
 
-__all__ = ["PendingIndex", "Target", "workload_order"]
+__all__ = ["PendingIndex", "Target", "pending_order", "workload_order"]
 
 OrderKey = tuple[int, float, str]
 _K = TypeVar("_K")
@@ -26,6 +26,22 @@ _K = TypeVar("_K")
 def workload_order(workload: Workload) -> OrderKey:
     """Inside a queue: higher priority first, then earlier submission, then name."""
     return (-workload.priority, workload.submitted_at, workload.name)
+
+
+def pending_order(workloads: Iterable[Workload]) -> dict[str, list[str]]:
+    """The PENDING ones of `workloads`, by queue, in queue order (`workload_order`), by name.
+
+    What a user is told as a waiting workload's place in its queue (the pod's message, the
+    API's explain); workloads that name no usable pool are counted too.
+    """
+    waiting: dict[str, list[Workload]] = {}
+    for workload in workloads:
+        if workload.state is WorkloadState.PENDING:
+            waiting.setdefault(workload.queue, []).append(workload)
+    return {
+        queue: [w.name for w in sorted(items, key=workload_order)]
+        for queue, items in waiting.items()
+    }
 
 
 class Target(NamedTuple):

@@ -8,10 +8,11 @@ UI's node message, the CLI). "Waiting" is an expected outcome of a cycle, never 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from scheduler_service.core._model import MILLI_GPU, Allocation
+from scheduler_service.core._model import MILLI_GPU, Allocation, Workload
 
 __all__ = [
     "Admission",
@@ -30,6 +31,9 @@ __all__ = [
     "Reservation",
     "WaitingForEviction",
     "format_gpus",
+    "ordinal",
+    "queue_place",
+    "waiting_summary",
 ]
 
 
@@ -162,7 +166,10 @@ class WaitingForEviction(Reason):
 
     @property
     def message(self) -> str:
-        names = ", ".join(self.victims[:5]) + (" ..." if len(self.victims) > 5 else "")
+        # At most three names: the message is one line of the Argo UI.
+        names = ", ".join(self.victims[:3])
+        if len(self.victims) > 3:
+            names += f" and {len(self.victims) - 3} more"
         return (
             f"waiting for {format_gpus(self.freed_milli)} GPUs in pool {self.pool} to be "
             f"released by {len(self.victims)} evicted workload(s): {names}"
@@ -264,3 +271,48 @@ class Plan:
             if entry.workload == workload:
                 return entry.reason
         return None
+
+
+# -- a waiting workload in one line ---------------------------------------------------------
+
+
+_SUFFIXES = {1: "st", 2: "nd", 3: "rd"}
+
+
+def ordinal(number: int) -> str:
+    """`1st`, `2nd`, `3rd`, `4th`, `11th`, `12th`, `21st`, `112th`."""
+    suffix = "th" if 10 <= number % 100 <= 20 else _SUFFIXES.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def queue_place(position: int, waiting: int) -> str:
+    """`2nd of 5 waiting`: a place in a queue's pending order (`pending_order`; 1 is next)."""
+    return f"{ordinal(position)} of {waiting} waiting"
+
+
+def waiting_summary(
+    workload: Workload, place: str, shares: Mapping[str, QueueShare], reason: Reason
+) -> str:
+    """Why `workload` waits, in one line: queue and `place`, standing in a pool, `reason`.
+
+    `queue team-a, 2nd of 5 waiting; pool h100: quota 8, used 8 (0 borrowed) GPUs; <reason>`.
+    The pool that matters is the one the reason is about (which its words then leave out), else
+    the first the workload may use; `shares` are the queue's, by pool (a pool it has no share in
+    reads as quota 0, used 0).
+    The pod's condition (which the Argo UI shows) and the API's explain both say it this way.
+    """
+    pool = getattr(reason, "pool", None) or (workload.pools[0] if workload.pools else None)
+    parts = [f"queue {workload.queue}, {place}"]
+    if isinstance(pool, str):
+        share = shares.get(pool)
+        quota = share.quota_milli if share is not None else 0
+        used = share.allocated_milli if share is not None else 0
+        parts.append(
+            f"pool {pool}: quota {format_gpus(quota)}, used {format_gpus(used)} "
+            f"({format_gpus(max(0, used - quota))} borrowed) GPUs"
+        )
+        # Said once, up front: the reason need not repeat it (the line stays short).
+        parts.append(reason.message.replace(f" in pool {pool}", ""))
+    else:
+        parts.append(reason.message)
+    return "; ".join(parts)

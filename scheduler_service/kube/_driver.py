@@ -2,9 +2,9 @@
 
 One thread owns the `Ledger` and runs the loop: take the watched events, run a cycle when
 something changed (or every `cycle_interval_seconds`), and, on the leader only, carry out the
-intents with a pool of API requests: evictions first, then releases, then pending reasons and
-queue statuses. What the API server answers goes straight back into the ledger, so the next
-cycle sees the patched pods even before their watch events arrive.
+intents with a pool of API requests: stops (evictions) first, then releases, then pending
+reasons and queue statuses. What the API server answers goes straight back into the ledger, so
+the next cycle sees the patched pods even before their watch events arrive.
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ from http import HTTPStatus
 from typing import Any, Protocol, TypeVar, cast
 
 import urllib3
-from kubernetes.client import (
-    ApiClient,
-    CoreV1Api,
-    CustomObjectsApi,
-    V1DeleteOptions,
-    V1Preconditions,
-)
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
@@ -42,6 +36,7 @@ from scheduler_service.kube._ledger import (
     PodRelease,
     QueueStatusUpdate,
     format_time,
+    stop_patch,
 )
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
 from scheduler_service.kube._settings import ServiceSettings
@@ -72,7 +67,7 @@ class DriverMetrics(Protocol):
         """A workload's pods were released (once per workload and cycle)."""
 
     def evicted(self, queue: str, cause: str) -> None:
-        """A pod was evicted."""
+        """A workload was stopped for `cause` (`PodEviction.cause`)."""
 
     def patch_failed(self, kind: str) -> None:
         """An API request that carries out a plan failed."""
@@ -110,10 +105,17 @@ class ClusterDriver:
         self._is_leader = is_leader
         self._metrics = metrics or _NoMetrics()
         self._clock = clock
-        self._ledger = Ledger(pool_label=settings.pool_label, policy=settings.policy.to_policy())
+        self._ledger = Ledger(
+            pool_label=settings.pool_label,
+            policy=settings.policy.to_policy(),
+            eviction_grace_seconds=settings.eviction_grace_seconds,
+            gang_assembly_timeout_seconds=settings.gang_assembly_timeout_seconds,
+        )
         self._events: queue.Queue[Watched | Relisted] = queue.Queue()
         self._known: dict[str, dict[str, Any]] = {"pods": {}, "nodes": {}, "queues": {}}
         self._listed: set[str] = set()
+        self._gang_services: set[str] = set()
+        """Namespaces where the gang Service is known to exist (touched by the loop only)."""
         self._lock = threading.Lock()
         self._status = ClusterStatus(snapshot=Snapshot(), plan=Plan())
         self._stop = threading.Event()
@@ -270,7 +272,7 @@ class ClusterDriver:
     # -- carrying out a plan ----------------------------------------------------------------------
 
     def _carry_out(self, intents: Intents) -> None:
-        """Evictions first (they free room), then releases, then messages and queue statuses."""
+        """Stops first (they free room), then releases, then messages and queue statuses."""
         evicted = {
             (e.workload, e.queue, e.cause)
             for e, done in zip(
@@ -280,6 +282,11 @@ class ClusterDriver:
         }
         for _, queue_name, cause in sorted(evicted):
             self._metrics.evicted(queue_name, cause)
+        wanted = sorted({r.namespace for r in intents.releases if r.gang_dns})
+        missing = [n for n in wanted if n not in self._gang_services]
+        for namespace, there in zip(missing, self._all(self._gang_service, missing), strict=True):
+            if there:
+                self._gang_services.add(namespace)
         released: dict[tuple[str, str], int] = {}
         for release, done in zip(
             intents.releases, self._all(self._release, intents.releases), strict=True
@@ -339,28 +346,20 @@ class ClusterDriver:
         return True
 
     def _evict(self, eviction: PodEviction) -> bool:
-        condition = {
-            "type": "DisruptionTarget",
-            "status": "True",
-            "reason": keys.EVICTION_REASON,
-            "message": eviction.message,
-            "lastTransitionTime": format_time(self._clock()),
-        }
+        """Stop a pod with `stop_patch`: marked Failed, saying why; True if done.
+
+        Not deleted: Argo reads a Failed pod's status message as the step's (and retries it
+        under the step's policy), where a deleted pod is only "pod deleted"; and the kubelet
+        stops a pod whose phase is terminal with the pod's own grace period, where deleting a
+        Failed pod would kill it at once, before it can checkpoint.
+        """
+        body = stop_patch(eviction, self._clock())
         try:
-            self._core.patch_namespaced_pod_status(
+            response = self._core.patch_namespaced_pod_status(
                 eviction.name,
                 eviction.namespace,
-                {"status": {"conditions": [condition]}},
+                body,
                 _content_type=_STRATEGIC,
-                _preload_content=False,
-            )
-            response = self._core.delete_namespaced_pod(
-                eviction.name,
-                eviction.namespace,
-                body=V1DeleteOptions(
-                    grace_period_seconds=self._settings.eviction_grace_seconds,
-                    preconditions=V1Preconditions(uid=eviction.uid),
-                ),
                 _preload_content=False,
             )
         except ApiException as error:
@@ -368,7 +367,7 @@ class ClusterDriver:
                 return False
             self._metrics.patch_failed("eviction")
             _log.warning(
-                "eviction of %s/%s failed: %s %s",
+                "stopping %s/%s failed: %s %s",
                 eviction.namespace,
                 eviction.name,
                 error.status,
@@ -387,6 +386,49 @@ class ClusterDriver:
             if target is not None:
                 self._event(target, eviction.cause, eviction.message)
         return True
+
+    def _gang_service(self, namespace: str) -> bool:
+        """Make sure the headless Service that names gang pods exists in `namespace`.
+
+        A pod's `<hostname>.<subdomain>` resolves only through a headless Service of that name
+        selecting it, and every gang member looks rank 0 up that way (MASTER_ADDR). Read first
+        (after a restart it is usually there), created if missing; True when it exists. A
+        failure is logged and counted but never holds a release back: the pods start, and the
+        next release in the namespace tries again.
+        """
+        try:
+            self._core.read_namespaced_service(
+                keys.GANG_SUBDOMAIN, namespace, _preload_content=False
+            )
+            return True
+        except ApiException as error:
+            if error.status != HTTPStatus.NOT_FOUND:
+                return self._gang_service_failed(namespace, f"{error.status} {error.reason}")
+        except (OSError, urllib3.exceptions.HTTPError) as error:
+            return self._gang_service_failed(namespace, str(error))
+        try:
+            self._core.create_namespaced_service(
+                namespace, cast(Any, _gang_service_object(namespace)), _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == HTTPStatus.CONFLICT:  # created meanwhile, by another release
+                return True
+            return self._gang_service_failed(namespace, f"{error.status} {error.reason}")
+        except (OSError, urllib3.exceptions.HTTPError) as error:
+            return self._gang_service_failed(namespace, str(error))
+        _log.info("created Service %s in namespace %s", keys.GANG_SUBDOMAIN, namespace)
+        return True
+
+    def _gang_service_failed(self, namespace: str, why: str) -> bool:
+        self._metrics.patch_failed("gang-service")
+        _log.warning(
+            "Service %s in namespace %s could not be made sure of (%s): gang pods there may "
+            "not resolve each other's names",
+            keys.GANG_SUBDOMAIN,
+            namespace,
+            why,
+        )
+        return False
 
     def _event(self, target: Mapping[str, str], reason: str, message: str) -> None:
         """Record a Warning event on `target` (shown by kubectl describe and the Argo UI)."""
@@ -543,6 +585,33 @@ class ClusterDriver:
             if namespaces:
                 found[obj["metadata"]["name"]] = namespaces
         return found
+
+
+def _gang_service_object(namespace: str) -> dict[str, Any]:
+    """The headless Service `pod_contract.GANG_SUBDOMAIN` of `namespace`.
+
+    It selects the pods labelled `pod_contract.GANG_DNS_LABEL`, ready or not (a gang member
+    must find rank 0 while it starts), and has no ports: headless, it only names pods.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": keys.GANG_SUBDOMAIN,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "aistack",
+                "app.kubernetes.io/component": "gang-dns",
+                "app.kubernetes.io/part-of": "aistack",
+                "app.kubernetes.io/managed-by": "aistack-scheduler",
+            },
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {keys.GANG_DNS_LABEL: "true"},
+            "publishNotReadyAddresses": True,
+        },
+    }
 
 
 _VERSION = re.compile(rb'"resourceVersion":"(\d+)"')

@@ -3,23 +3,34 @@
 No I/O here either. The driver feeds every watched object to a `Ledger` (and the objects its own
 patches return); the ledger groups pods into workloads, derives each workload's state from the
 pods themselves (the cluster is the source of truth), reports the changes to the incremental
-`Scheduler`, and turns a cycle's plan into `Intents`: the patches, deletions and messages that
-carry it out. Because the state is derived from the pods, a restarted service rebuilds exactly
-what was placed, and never places anything twice.
+`Scheduler`, and turns a cycle's plan into `Intents`: the patches, stops and messages that carry
+it out. Because the state is derived from the pods, a restarted service rebuilds exactly what was
+placed, and never places anything twice.
 
 A workload is one pod, or a gang: the pods of a namespace sharing the gang label. Its state:
 - pending: every live pod still carries the scheduling gate and no allocation;
 - running: its allocation is recorded on its pods (`alloc.aistack.io/*`); a gang whose release was
   cut short is finished from the record on any released pod ("roll forward");
-- evicting: the service decided to evict it, or one of its pods is being deleted;
-- gone: none of its pods is alive (all deleted, succeeded or failed).
+- evicting: the service is stopping it (one of its pods carries the service's DisruptionTarget
+  condition, or it was just decided), or one of its pods is being deleted;
+- gone: none of its pods holds GPUs any more.
+
+The service stops a pod by marking it Failed (`PodEviction`), never by deleting it: Argo shows
+the Failed pod's message as the step's and retries it under its retry policy, and the kubelet
+stops the containers with the pod's own grace period. Until they have stopped (or
+`eviction_grace_seconds` after the mark, if the kubelet never says so) the pod still holds its
+GPUs. A pod is stopped when the core evicts its workload (reclaim, preemption), when its placed
+gang lost a member, when its gang stays incomplete for `gang_assembly_timeout_seconds`, and when
+its `activeDeadlineSeconds` pass while it waits. Every rule reads the pods and the time only (one
+exception, said at `pod_deleted`), so a restarted service decides the same; a pod already stopped
+is never stopped again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +51,10 @@ from scheduler_service.core import (
     SchedulerError,
     Workload,
     WorkloadState,
+    ordinal,
+    pending_order,
+    queue_place,
+    waiting_summary,
 )
 from scheduler_service.kube._translate import (
     NodeError,
@@ -55,6 +70,9 @@ from scheduler_service.kube._translate import (
 )
 
 __all__ = [
+    "DEADLINE_EXCEEDED",
+    "GANG_INCOMPLETE",
+    "GANG_MEMBER_LOST",
     "Intents",
     "Ledger",
     "PodEviction",
@@ -63,12 +81,26 @@ __all__ = [
     "QueueStatusUpdate",
     "format_time",
     "parse_time",
+    "stop_patch",
 ]
 
 _log = logging.getLogger(__name__)
 
 JsonObject = Mapping[str, Any]
 _TERMINAL = frozenset({"Succeeded", "Failed"})
+
+GANG_MEMBER_LOST = "GangMemberLost"
+"""Why the other pods of a placed gang are stopped when one of them failed or was deleted."""
+GANG_INCOMPLETE = "GangIncomplete"
+"""Why the pods of a gang that stayed incomplete too long are stopped."""
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""Why a waiting pod whose activeDeadlineSeconds passed is stopped (the kubelet's own word)."""
+
+_EXACT_PLACES = 10
+"""A waiting pod's message gives its exact place in its queue up to here, a range after it."""
+
+_MESSAGE_LIMIT = 400
+"""The longest message written on a pod (one line of the Argo UI; long names are cut)."""
 
 
 def parse_time(text: str | None) -> float | None:
@@ -99,11 +131,19 @@ class PodRelease:
     remaining_gates: tuple[str, ...]
     workload: str
     queue: str
+    gang_dns: bool = False
+    """The pod wants a DNS name under `pod_contract.GANG_SUBDOMAIN`: the headless Service must
+    exist in its namespace before it starts."""
 
 
 @dataclass(frozen=True, slots=True)
 class PodEviction:
-    """Evict a pod: say why on its DisruptionTarget condition, then delete it."""
+    """Stop a pod: mark it Failed, saying why (`cause` as its status reason, `message`).
+
+    The message is also on a DisruptionTarget condition, reason `pod_contract.EVICTION_REASON`.
+    `cause` is `Reclaimed` or `Preempted` (the core's eviction), `GangMemberLost`,
+    `GangIncomplete` or `DeadlineExceeded`; the message starts with "aistack: ".
+    """
 
     namespace: str
     name: str
@@ -115,6 +155,31 @@ class PodEviction:
     owner: Mapping[str, str] | None = None
     """The pod's controlling owner (e.g. its Argo Workflow) as an object reference, if any:
     the eviction is reported there too, where the workflow's users look."""
+
+
+def stop_patch(eviction: PodEviction, at: float) -> dict[str, Any]:
+    """The pods/status strategic merge patch that stops a pod, as of `at` (Unix seconds).
+
+    Phase Failed with the eviction's reason and message, which Argo shows as the step's, and a
+    DisruptionTarget condition (merged by type) that marks the pod as stopped by the service
+    and dates it. The uid makes the API server refuse the patch for a new pod of the same name.
+    """
+    condition = {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": keys.EVICTION_REASON,
+        "message": eviction.message,
+        "lastTransitionTime": format_time(at),
+    }
+    return {
+        "metadata": {"uid": eviction.uid},
+        "status": {
+            "phase": "Failed",
+            "reason": eviction.cause,
+            "message": eviction.message,
+            "conditions": [condition],
+        },
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +205,7 @@ class Intents:
     """Everything one cycle asks the driver to do, most urgent first."""
 
     evictions: tuple[PodEviction, ...] = ()
+    """Pods to stop: the core's evictions, broken or incomplete gangs, passed deadlines."""
     releases: tuple[PodRelease, ...] = ()
     messages: tuple[PodMessage, ...] = ()
     queue_statuses: tuple[QueueStatusUpdate, ...] = ()
@@ -166,10 +232,27 @@ class _Pod:
     gang_record: Mapping[str, tuple[str, str]] | None
     message: str
     owner: Mapping[str, str] | None
+    queue: str = ""
+    """The queue label (also when the request cannot be read)."""
+    disrupted_at: float | None = None
+    """When the service decided to stop the pod: its DisruptionTarget condition's time."""
+    may_run: bool = False
+    """Bound to a node, and not every container has terminated (so it may still use GPUs)."""
+    stop_reason: str = ""
+    stop_message: str = ""
+    """The pod's status reason and message (the service's own, on a pod it stopped)."""
+    deadline: float | None = None
+    """When its activeDeadlineSeconds pass, counted from its creation."""
+    gang_dns: bool = False
 
     @property
     def live(self) -> bool:
         return self.phase not in _TERMINAL
+
+    @property
+    def stopped(self) -> bool:
+        """The service marked it Failed (and not the kubelet or its own containers)."""
+        return self.phase == "Failed" and self.disrupted_at is not None
 
 
 def _pod_facts(pod: JsonObject) -> _Pod:
@@ -177,6 +260,7 @@ def _pod_facts(pod: JsonObject) -> _Pod:
     spec: JsonObject = pod.get("spec") or {}
     status: JsonObject = pod.get("status") or {}
     annotations: Mapping[str, str] = metadata.get("annotations") or {}
+    labels: Mapping[str, str] = metadata.get("labels") or {}
     gates = tuple(g["name"] for g in spec.get("schedulingGates") or ())
     request: PodRequest | None = None
     error = ""
@@ -197,15 +281,21 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         except (ValueError, TypeError, KeyError, AttributeError):
             error = error or f"annotation {keys.GANG_ALLOCATION_ANNOTATION} is corrupt"
     message = ""
+    disrupted_at = None
     for condition in status.get("conditions") or ():
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+        kind, reason = condition.get("type"), condition.get("reason")
+        if kind == "PodScheduled" and reason == "Unschedulable":
             message = condition.get("message") or ""
+        elif kind == "DisruptionTarget" and reason == keys.EVICTION_REASON:
+            disrupted_at = parse_time(condition.get("lastTransitionTime")) or 0.0
+    created_at = parse_time(metadata.get("creationTimestamp")) or 0.0
+    active_deadline = spec.get("activeDeadlineSeconds")
     return _Pod(
         uid=metadata["uid"],
         namespace=metadata["namespace"],
         name=metadata["name"],
         resource_version=metadata.get("resourceVersion", ""),
-        created_at=parse_time(metadata.get("creationTimestamp")) or 0.0,
+        created_at=created_at,
         phase=status.get("phase", "Pending"),
         deleting=metadata.get("deletionTimestamp") is not None,
         gated=keys.SCHEDULING_GATE in gates,
@@ -217,7 +307,31 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         gang_record=record,
         message=message,
         owner=_controller(metadata),
+        queue=labels.get(keys.QUEUE_LABEL, ""),
+        disrupted_at=disrupted_at,
+        may_run=_may_run(spec, status),
+        stop_reason=status.get("reason") or "",
+        stop_message=status.get("message") or "",
+        deadline=created_at + active_deadline
+        if isinstance(active_deadline, int) and active_deadline > 0
+        else None,
+        gang_dns=labels.get(keys.GANG_DNS_LABEL) == "true",
     )
+
+
+def _may_run(spec: JsonObject, status: JsonObject) -> bool:
+    """Whether a pod's containers may still be running on its node (and using its GPUs).
+
+    A pod never bound ran nothing. A bound pod that reports no containers yet may be starting
+    them; a running sidecar (restartable init container) counts like a container.
+    """
+    if not spec.get("nodeName"):
+        return False
+    containers = status.get("containerStatuses") or ()
+    if not containers or any("terminated" not in (c.get("state") or {}) for c in containers):
+        return True
+    sidecars = status.get("initContainerStatuses") or ()
+    return any("running" in (c.get("state") or {}) for c in sidecars)
 
 
 def _controller(metadata: JsonObject) -> Mapping[str, str] | None:
@@ -238,6 +352,14 @@ def _workload_key(pod: _Pod) -> str:
     return f"{pod.namespace}/{gang}" if gang else f"{pod.namespace}/{pod.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """Why the service stops a workload's pods: the status reason (`cause`) and message."""
+
+    cause: str
+    message: str
+
+
 @dataclass(slots=True)
 class _Derived:
     """One workload as its pods say it is."""
@@ -246,6 +368,9 @@ class _Derived:
     members: tuple[_Pod, ...] = ()
     problem: str = ""
     roll_forward: tuple[PodRelease, ...] = ()
+    stop: _Stop | None = None
+    to_stop: tuple[_Pod, ...] = ()
+    """The pods still to be stopped for `stop` (live, not being deleted, not stopped yet)."""
 
 
 # -- the ledger -----------------------------------------------------------------------------------
@@ -261,16 +386,27 @@ class Ledger:
     """See the module docstring. Not thread-safe: one driver thread owns it."""
 
     def __init__(
-        self, *, pool_label: str, policy: Policy, message_prefix: str = "aistack: "
+        self,
+        *,
+        pool_label: str,
+        policy: Policy,
+        eviction_grace_seconds: float = 30,
+        gang_assembly_timeout_seconds: float = 600,
     ) -> None:
+        """A ledger with nothing seen yet; the settings are `ServiceSettings`' of the same name."""
         self._pool_label = pool_label
-        self._prefix = message_prefix
+        self._grace = eviction_grace_seconds
+        self._assembly_timeout = gang_assembly_timeout_seconds
+        self._prefix = keys.EVICTION_MESSAGE_PREFIX
         self._scheduler = Scheduler((), (), policy)
+        self._now = 0.0
         self._pods: dict[str, _Pod] = {}
         self._members: dict[str, set[str]] = {}
         self._derived: dict[str, _Derived] = {}
         self._reported: dict[str, Workload] = {}
-        self._evicting: dict[str, PodEviction] = {}
+        self._evicting: dict[str, _Stop] = {}
+        self._vanished: dict[str, dict[str, str]] = {}
+        self._wake: dict[str, float] = {}
         self._attention: set[str] = set()
         self._dirty: set[str] = set()
         self._nodes: dict[str, Node] = {}
@@ -339,7 +475,13 @@ class Ledger:
             )
 
     def pod_deleted(self, pod: JsonObject) -> None:
-        """A managed pod is gone from the API server."""
+        """A managed pod is gone from the API server.
+
+        A placed pod that had not succeeded and that the service had not stopped is remembered
+        as its gang's lost member. This is the one fact a restarted service cannot read from
+        the cluster: a member deleted while it was down cannot be told from one that succeeded
+        and was garbage-collected (Argo's podGC), so it is not taken as lost.
+        """
         uid = pod["metadata"]["uid"]
         old = self._pods.pop(uid, None)
         if old is None:
@@ -347,6 +489,10 @@ class Ledger:
         key = _workload_key(old)
         self._members[key].discard(uid)
         self._dirty.add(key)
+        placed = old.allocation is not None or old.gang_record is not None
+        if placed and old.phase != "Succeeded" and old.disrupted_at is None:
+            how = "failed" if old.phase == "Failed" else "deleted"
+            self._vanished.setdefault(key, {})[old.name] = how
 
     def node_changed(self, node: JsonObject) -> None:
         """A node was added or modified."""
@@ -421,12 +567,21 @@ class Ledger:
 
     # -- the cycle --------------------------------------------------------------------------------
 
-    def sync(self) -> None:
-        """Report everything that changed since the last sync to the scheduler."""
+    def sync(self, now: float) -> None:
+        """Report everything that changed since the last sync, as of `now`, to the scheduler.
+
+        Besides the pods that changed, a workload is derived again when time alone changes it
+        (a stopped pod's grace, a deadline, a gang's assembly timeout).
+        """
+        self._now = now
+        for key, at in list(self._wake.items()):
+            if at <= now:
+                self._dirty.add(key)
         for key in sorted(self._dirty):
+            self._wake.pop(key, None)
             derived = self._derive(key)
             self._derived[key] = derived
-            if derived.problem or derived.roll_forward:
+            if derived.problem or derived.roll_forward or derived.to_stop:
                 self._attention.add(key)
             else:
                 self._attention.discard(key)
@@ -434,11 +589,16 @@ class Ledger:
             self._sync_queues()
         self._sync_nodes()
         for key in sorted(self._dirty):
-            self._report(key, self._derived[key].workload)
+            derived = self._derived[key]
+            self._report(key, derived.workload)
+            if derived.workload is None and not derived.to_stop:
+                self._evicting.pop(key, None)  # carried out: its pods hold nothing any more
             if not self._members.get(key):
                 self._members.pop(key, None)
                 self._derived.pop(key, None)
                 self._evicting.pop(key, None)
+                self._vanished.pop(key, None)
+                self._wake.pop(key, None)
                 self._attention.discard(key)
         self._dirty.clear()
         if self._stand_ins:
@@ -446,7 +606,7 @@ class Ledger:
 
     def cycle(self, now: float) -> Intents:
         """Sync, run one scheduling cycle, and say what to do about it."""
-        self.sync()
+        self.sync(now)
         plan = self._scheduler.cycle(now)
         self._plan = plan
         admitted_at = format_time(now)
@@ -455,10 +615,14 @@ class Ledger:
             releases += self._releases(admission.workload, admission.allocation, admitted_at)
         for key in sorted(self._attention):
             releases += self._derived[key].roll_forward
-        evictions = [pod for e in plan.evictions for pod in self._evictions(e)]
-        evictions += self._unfinished_evictions({e.workload for e in plan.evictions})
+        evicted = {e.workload for e in plan.evictions}
+        stops = [pod for e in plan.evictions for pod in self._evictions(e)]
+        for key in sorted(self._attention - evicted):
+            derived = self._derived[key]
+            if derived.stop is not None:
+                stops += self._pod_stops(key, derived.stop, derived.to_stop)
         return Intents(
-            evictions=tuple(evictions),
+            evictions=tuple(stops),
             releases=tuple(releases),
             messages=tuple(self._messages(plan)),
             queue_statuses=tuple(self._queue_statuses(plan.shares)),
@@ -466,7 +630,7 @@ class Ledger:
 
     def observe(self, now: float) -> None:
         """Sync and run a cycle only to explain (a follower replica): nothing is to be done."""
-        self.sync()
+        self.sync(now)
         self._plan = self._scheduler.cycle(now)
 
     def status(self, *, cycle_at: float, leader: bool) -> ClusterStatus:
@@ -491,41 +655,116 @@ class Ledger:
             sorted((self._pods[uid] for uid in self._members.get(key, ())), key=lambda p: p.name)
         )
         live = tuple(p for p in members if p.live)
-        if not live:
+        holding = tuple(p for p in members if p.live or self._still_draining(key, p))
+        if not holding:
             return _Derived(members=members)
-        broken = next((p.error for p in live if p.request is None), "")
+        if all(p.allocation is None for p in holding):
+            overdue = self._overdue(key, live)
+            if overdue is not None:
+                return overdue
+        broken = next((p.error for p in holding if p.request is None), "")
         if broken:
             return _Derived(members=live, problem=broken)
-        first = live[0].request
+        first = holding[0].request
         assert first is not None
-        if any(p.request != first for p in live[1:]):
+        if any(p.request != first for p in holding[1:]):
             return _Derived(
                 members=live,
                 problem=f"the pods of gang {first.gang} ask for different things "
                 "(queue, resources, kind, priority or placement); give them one spec",
             )
-        placed = [p for p in live if p.allocation is not None]
+        placed = [p for p in holding if p.allocation is not None]
         if placed:
-            return self._derive_placed(key, first, live, placed)
+            return self._derive_placed(key, first, members, holding, placed)
         waiting = tuple(p for p in live if not p.deleting)
         if not waiting:
             return _Derived(members=live)
-        if len(waiting) != first.gang_size:
-            verb = (
-                "waiting for the rest of" if len(waiting) < first.gang_size else "too many pods in"
-            )
+        if len(waiting) < first.gang_size:
+            return self._assembling(key, first, waiting)
+        if len(waiting) > first.gang_size:
             return _Derived(
                 members=waiting,
-                problem=f"{verb} gang {first.gang}: {len(waiting)} of {first.gang_size} pods exist",
+                problem=f"too many pods in gang {first.gang}: {len(waiting)} of "
+                f"{first.gang_size} pods exist",
             )
         return _Derived(
             workload=_workload(key, first, submitted_at=max(p.created_at for p in waiting)),
             members=waiting,
         )
 
+    def _still_draining(self, key: str, pod: _Pod) -> bool:
+        """Whether a placed pod the service stopped may still be using its GPUs.
+
+        Until its containers have all terminated, or `eviction_grace_seconds` after the service
+        marked it (the condition's time, which a restart reads back), if the kubelet never
+        reports them: otherwise the owner of its GPUs could start on a GPU still in use. While
+        it drains, `key` is derived again when the grace ends.
+        """
+        if not (pod.stopped and pod.may_run and pod.allocation is not None):
+            return False
+        until = (pod.disrupted_at or 0.0) + self._grace
+        if self._now >= until:
+            return False
+        self._wake_at(key, until)
+        return True
+
+    def _overdue(self, key: str, live: tuple[_Pod, ...]) -> _Derived | None:
+        """`key`'s waiting pods to be stopped because an activeDeadlineSeconds passed, or None.
+
+        The kubelet counts a pod's deadline from its start, and a gated pod never starts: the
+        service counts it from the pod's creation, so that a step's deadline (Argo sets it from
+        the template's and the workflow's) also bounds its wait. A gang fails whole.
+        """
+        waiting = tuple(p for p in live if p.gated and not p.deleting)
+        timed = [p for p in waiting if p.deadline is not None]
+        if not timed:
+            return None
+        first = min(timed, key=lambda p: (p.deadline or 0.0, p.name))
+        deadline = first.deadline or 0.0
+        if deadline > self._now:
+            self._wake_at(key, deadline)
+            return None
+        text = (
+            f"deadline passed: waited {self._now - first.created_at:.0f}s in queue "
+            f"{first.queue} (activeDeadlineSeconds {deadline - first.created_at:.0f})"
+        )
+        if len(waiting) > 1:
+            text += f"; all {len(waiting)} pods of gang {key.partition('/')[2]} fail with it"
+        stop = _Stop(DEADLINE_EXCEEDED, self._prefix + text)
+        return _Derived(members=waiting, stop=stop, to_stop=waiting)
+
+    def _assembling(self, key: str, request: PodRequest, waiting: tuple[_Pod, ...]) -> _Derived:
+        """A gang with fewer pods than its size: it waits, and fails after the assembly timeout.
+
+        Measured from its earliest pod's creation, so that a restart does not start it again.
+        """
+        earliest = min(p.created_at for p in waiting)
+        timeout_at = earliest + self._assembly_timeout
+        count = f"{len(waiting)} of {request.gang_size} pods"
+        if self._now >= timeout_at:
+            text = (
+                f"gang {request.gang} incomplete: {count} appeared in "
+                f"{self._now - earliest:.0f}s (gang_assembly_timeout_seconds "
+                f"{self._assembly_timeout:g})"
+            )
+            stop = _Stop(GANG_INCOMPLETE, self._prefix + text)
+            return _Derived(members=waiting, stop=stop, to_stop=waiting)
+        self._wake_at(key, timeout_at)
+        return _Derived(
+            members=waiting,
+            problem=f"waiting for the rest of gang {request.gang}: {count} exist; it fails if "
+            f"still incomplete {self._assembly_timeout:g}s after its first pod",
+        )
+
     def _derive_placed(
-        self, key: str, request: PodRequest, live: tuple[_Pod, ...], placed: list[_Pod]
+        self,
+        key: str,
+        request: PodRequest,
+        members: tuple[_Pod, ...],
+        holding: tuple[_Pod, ...],
+        placed: list[_Pod],
     ) -> _Derived:
+        live = tuple(p for p in holding if p.live)
         record = next((p.gang_record for p in placed if p.gang_record is not None), None)
         if record is None:
             # A single pod (or a gang member from before records): its own allocation is the record.
@@ -541,13 +780,15 @@ class Ledger:
                 f"{request.gang_size} expected; delete the gang's pods to start it again",
             )
         admitted = [p.admitted_at for p in placed if p.admitted_at is not None]
+        stop = self._stop_of(key, request, record, members)
         state = (
             WorkloadState.EVICTING
-            if key in self._evicting or any(p.deleting for p in live)
+            if stop is not None or any(p.deleting for p in live)
             else WorkloadState.RUNNING
         )
         workload = replace(
-            _workload(key, request, submitted_at=min(p.created_at for p in live)),
+            # Submission time from every pod seen, so that it stays put while pods stop.
+            _workload(key, request, submitted_at=min(p.created_at for p in members)),
             state=state,
             allocation=allocation,
             started_at=min(admitted) if admitted else 0.0,
@@ -561,8 +802,58 @@ class Ledger:
                 for p in live
                 if p.gated and p.allocation is None and p.name in by_name
             )
-        members = tuple(p for p in live if record is None or p.name in record)
-        return _Derived(workload=workload, members=members, roll_forward=roll_forward)
+        ours = tuple(p for p in holding if record is None or p.name in record)
+        to_stop = tuple(p for p in ours if p.live and not p.deleting) if stop else ()
+        return _Derived(
+            workload=workload, members=ours, roll_forward=roll_forward, stop=stop, to_stop=to_stop
+        )
+
+    def _stop_of(
+        self,
+        key: str,
+        request: PodRequest,
+        record: Mapping[str, tuple[str, str]] | None,
+        members: tuple[_Pod, ...],
+    ) -> _Stop | None:
+        """Why a placed workload is being stopped, or None if it is not.
+
+        An eviction the core decided; else what a pod the service already stopped says (an
+        eviction or a gang's loss begun before a restart is finished the same way, on every
+        pod); else a member of the gang's record that failed or was deleted. A member that
+        succeeded is a normal end: the others finish on their own.
+        """
+        decided = self._evicting.get(key)
+        if decided is not None:
+            return decided
+        stopped = next((p for p in members if p.stopped), None)
+        if stopped is not None:
+            return _Stop(stopped.stop_reason, stopped.stop_message)
+        if record is None:
+            return None
+        present = {p.name: p for p in members}
+        vanished = self._vanished.get(key, {})
+        lost = []
+        for name in sorted(record):
+            pod = present.get(name)
+            if pod is None and name in vanished:
+                lost.append((name, vanished[name]))
+            elif pod is not None and pod.phase == "Failed" and pod.disrupted_at is None:
+                lost.append((name, "failed"))
+        if not lost:
+            return None
+        name, how = lost[0]
+        more = f" and {len(lost) - 1} more" if len(lost) > 1 else ""
+        return _Stop(
+            GANG_MEMBER_LOST,
+            f"{self._prefix}gang {request.gang} lost member {name} ({how}){more}; its other "
+            "pods are stopped so that the gang is retried, or fails, as a unit",
+        )
+
+    def _wake_at(self, key: str, at: float) -> None:
+        """Derive `key` again at `at` (Unix seconds), even if none of its pods changes."""
+        current = self._wake.get(key)
+        if current is None or at < current:
+            self._wake[key] = at
 
     # -- reporting to the scheduler ---------------------------------------------------------------
 
@@ -696,46 +987,78 @@ class Ledger:
             remaining_gates=pod.other_gates,
             workload=workload,
             queue=pod.request.queue if pod.request is not None else "",
+            gang_dns=pod.gang_dns,
         )
 
     def _evictions(self, eviction: Eviction) -> list[PodEviction]:
-        derived = self._derived[eviction.workload]
-        template = PodEviction(
-            namespace="",
-            name="",
-            uid="",
-            message=f"{self._prefix}{eviction.cause.value.lower()} for {eviction.beneficiary}: "
-            f"{eviction.message}",
-            workload=eviction.workload,
-            queue=self._reported[eviction.workload].queue,
-            cause=eviction.cause.value,
-        )
-        self._evicting[eviction.workload] = template
-        self._dirty.add(eviction.workload)
-        return _pod_evictions(template, derived.members)
+        """Carry out an eviction the core decided: stop every pod of the workload.
 
-    def _unfinished_evictions(self, new: set[str]) -> list[PodEviction]:
-        """Evictions decided earlier whose pods are not all being deleted yet: ask again."""
+        The message is the core's, behind the service's prefix ("aistack: reclaimed for ...",
+        "aistack: preempted by ..."): aistack_flows retries exactly those attempts for free.
+        """
+        stop = _Stop(eviction.cause.value, self._prefix + eviction.message)
+        self._evicting[eviction.workload] = stop
+        self._dirty.add(eviction.workload)
+        members = self._derived[eviction.workload].members
+        return self._pod_stops(
+            eviction.workload, stop, tuple(p for p in members if p.live and not p.deleting)
+        )
+
+    def _pod_stops(self, key: str, stop: _Stop, pods: Iterable[_Pod]) -> list[PodEviction]:
+        reported = self._reported.get(key)
         return [
-            pod
-            for key, template in sorted(self._evicting.items())
-            if key not in new
-            for pod in _pod_evictions(template, self._derived[key].members)
+            PodEviction(
+                namespace=p.namespace,
+                name=p.name,
+                uid=p.uid,
+                message=_bounded(stop.message),
+                workload=key,
+                queue=reported.queue if reported is not None else p.queue,
+                cause=stop.cause,
+                owner=p.owner,
+            )
+            for p in pods
         ]
 
     def _messages(self, plan: Plan) -> Iterable[PodMessage]:
+        """What each waiting pod is told, when it differs from what it says now.
+
+        See `_places_in` for why a message is rewritten only when its words change. Many
+        workloads share a place in words and a reason (the core shares equal reasons), so each
+        distinct message is worded once per cycle.
+        """
+        shares: dict[str, dict[str, QueueShare]] = {}
+        for share in plan.shares:
+            shares.setdefault(share.queue, {})[share.pool] = share
+        places = {
+            name: place
+            for order in pending_order(self._reported.values()).values()
+            for name, place in _places_in(order)
+        }
+        worded: dict[tuple[object, ...], str] = {}
         for entry in plan.pending:
-            text = self._prefix + entry.reason.message
-            for pod in self._derived[entry.workload].members:
-                if pod.message != text:
-                    yield PodMessage(pod.namespace, pod.name, text, pod.uid)
+            workload = self._reported[entry.workload]
+            place = places[entry.workload]
+            wording = (workload.queue, workload.pools, place, entry.reason)
+            text = worded.get(wording)
+            if text is None:
+                summary = waiting_summary(
+                    workload, place, shares.get(workload.queue, {}), entry.reason
+                )
+                text = worded[wording] = _bounded(self._prefix + summary)
+            yield from self._tell(self._derived[entry.workload].members, text)
         for key in sorted(self._attention):
             derived = self._derived[key]
             if derived.problem and derived.workload is None:
-                text = self._prefix + derived.problem
-                for pod in derived.members:
-                    if pod.gated and pod.message != text:
-                        yield PodMessage(pod.namespace, pod.name, text, pod.uid)
+                text = _bounded(self._prefix + derived.problem)
+                yield from self._tell((p for p in derived.members if p.gated), text)
+
+    def _tell(self, pods: Iterable[_Pod], text: str) -> Iterable[PodMessage]:
+        for pod in pods:
+            # The pod as it is now: `told` updates it before its watch event re-derives it.
+            current = self._pods.get(pod.uid, pod)
+            if current.message != text:
+                yield PodMessage(pod.namespace, pod.name, text, pod.uid)
 
     def _queue_statuses(self, shares: Iterable[QueueShare]) -> Iterable[QueueStatusUpdate]:
         pools: dict[str, list[QueueShare]] = {}
@@ -755,12 +1078,34 @@ class Ledger:
                 yield QueueStatusUpdate(name, status)
 
 
-def _pod_evictions(template: PodEviction, members: Iterable[_Pod]) -> list[PodEviction]:
-    return [
-        replace(template, namespace=p.namespace, name=p.name, uid=p.uid, owner=p.owner)
-        for p in members
-        if not p.deleting and p.live
-    ]
+def _places_in(order: list[str]) -> Iterator[tuple[str, str]]:
+    """(workload, its place in words) along one queue's pending order, as its pods say it.
+
+    Exact for the first `_EXACT_PLACES` (`2nd of 734 waiting`); behind them a range of a 1-2-5
+    series without the total (`21st-50th in line`). A message is written only when its words
+    change, and a place changes for every workload behind one that leaves the queue: with exact
+    numbers everywhere, admitting the head of a queue of thousands would rewrite thousands of
+    pods (and the Workflows Argo updates from them), cycle after cycle. This way a departure or
+    an arrival rewrites the first ten pods and the few that cross a range's bound. The API's
+    explain gives any workload's exact place.
+    """
+    waiting = len(order)
+    high, text = _EXACT_PLACES, ""
+    for position, name in enumerate(order, start=1):
+        if position <= _EXACT_PLACES:
+            yield name, queue_place(position, waiting)
+            continue
+        if position > high:  # the next range: 10 -> 20 -> 50 -> 100 -> 200 -> 500 -> ...
+            low, high = high, high * 5 // 2 if str(high).startswith("2") else high * 2
+            text = f"{ordinal(low + 1)}-{ordinal(high)} in line"
+        yield name, text
+
+
+def _bounded(text: str) -> str:
+    """`text`, cut to `_MESSAGE_LIMIT` characters (an ellipsis says so)."""
+    if len(text) <= _MESSAGE_LIMIT:
+        return text
+    return text[: _MESSAGE_LIMIT - 3] + "..."
 
 
 def _gpus(milli: int) -> float:

@@ -65,7 +65,20 @@ class ServiceSettings(_Strict):
 
     pool_label: str = keys.POOL_LABEL
     cycle_interval_seconds: float = Field(1.0, gt=0, le=60)
-    eviction_grace_seconds: int = Field(30, ge=0)
+    eviction_grace_seconds: int = Field(
+        30,
+        ge=0,
+        description="how long a pod the service stopped counts as holding its GPUs while the "
+        "kubelet has not reported its containers stopped (cover the steps' "
+        "terminationGracePeriodSeconds)",
+    )
+    gang_assembly_timeout_seconds: int = Field(
+        600,
+        ge=1,
+        le=86_400,
+        description="how long a gang may wait for its last pods (from its first pod's creation) "
+        "before its pods are failed",
+    )
     policy: PolicySettings = PolicySettings()
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     api: ApiSettings = ApiSettings()

@@ -15,7 +15,16 @@ def test_a_pending_pod_is_explained_with_its_reason_share_and_place(client: Test
     reason = body["workload"]["reason"]
     assert reason["code"] == "InsufficientCapacity"
     assert reason["details"]["free_gpus"] == 1.5
-    assert body["summary"] == f"pending in queue team-b (position 2 of 2): {reason['message']}"
+    # The words of the pod's message: queue and place, the queue's standing in the pool the
+    # reason is about (team-b holds 0.3 GPUs of its quota of 1 in h100), then the reason,
+    # which need not name the pool again.
+    assert reason["message"].startswith("needs 1 x 2 GPUs in pool h100: ")
+    assert body["summary"] == (
+        "pending in queue team-b, 2nd of 2 waiting; pool h100: quota 1, used 0.3 (0 borrowed) "
+        "GPUs; needs 1 x 2 GPUs: 1.5 GPUs free, best node has 1.5 GPUs free (n1); queue team-b "
+        "holds 0.3 of its 1.5-GPU fair share: this step's 2 more may only use idle GPUs, not "
+        "reclaim"
+    )
     # later may only use pool h100: team-b's standing there, not in a100.
     assert body["queue_pools"] == [
         {

@@ -41,6 +41,7 @@ DEFAULT_CONFIG = {
     "pool_label": "aistack.io/pool",
     "cycle_interval_seconds": 1,
     "eviction_grace_seconds": 30,
+    "gang_assembly_timeout_seconds": 600,
     "policy": {
         "reclaim_min_runtime_seconds": 0,
         "preempt_min_runtime_seconds": 0,

@@ -13,6 +13,7 @@ from tests.helm._chart import NAMESPACE, RELEASE, Manifest, config_of, find, kin
 SERVICE_CLUSTER_RULES = {
     ("", "pods"): {"get", "list", "watch", "patch", "delete"},
     ("", "pods/status"): {"patch"},
+    ("", "services"): {"get", "create"},
     ("", "nodes"): {"get", "list", "watch"},
     ("aistack.io", "queues"): {"get", "list", "watch"},
     ("aistack.io", "queues/status"): {"get", "patch", "update"},

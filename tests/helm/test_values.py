@@ -34,6 +34,14 @@ VALUES = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
         ),
         ("config.parallel_requests=0", "at '/config/parallel_requests': minimum"),
         ("config.eviction_grace_seconds=-5", "at '/config/eviction_grace_seconds': minimum"),
+        (
+            "config.gang_assembly_timeout_seconds=0",
+            "at '/config/gang_assembly_timeout_seconds': minimum",
+        ),
+        (
+            "config.gang_assembly_timeout_seconds=90000",
+            "at '/config/gang_assembly_timeout_seconds': maximum",
+        ),
         ("config.unknown_knob=1", "at '/config': additional properties 'unknown_knob' not allowed"),
         (
             'config.leader_election.lease_name="mine"',

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scheduler_service import pod_contract as keys
-from scheduler_service.kube._ledger import PodRelease
+from scheduler_service.kube._ledger import PodEviction, PodRelease, stop_patch
 
 _counter = itertools.count(1)
 
@@ -33,9 +33,11 @@ def make_pod(
     annotations: Mapping[str, str] | None = None,
     gated: bool = True,
     created: str = "2026-11-24T10:00:00Z",
+    active_deadline_seconds: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Pod:
     """A managed pod as the webhook leaves it: labelled, gated, not yet admitted."""
-    labels = {keys.QUEUE_LABEL: queue, keys.MANAGED_LABEL: "true"}
+    labels = {keys.QUEUE_LABEL: queue, keys.MANAGED_LABEL: "true", **(labels or {})}
     notes = dict(annotations or {})
     if gang is not None:
         labels[keys.GANG_LABEL] = gang
@@ -46,6 +48,12 @@ def make_pod(
         notes[keys.GPU_MEMORY_ANNOTATION] = str(gpu_memory_mib)
         notes[keys.GPU_COMPUTE_ANNOTATION] = str(gpu_compute_percent)
     resources = {"limits": {keys.GPU_RESOURCE: str(gpus)}} if gpus else {}
+    spec: dict[str, Any] = {
+        "containers": [{"name": "main", "image": "x", "resources": resources}],
+        "schedulingGates": [{"name": keys.SCHEDULING_GATE}] if gated else [],
+    }
+    if active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = active_deadline_seconds
     return {
         "metadata": {
             "name": name,
@@ -56,10 +64,7 @@ def make_pod(
             "labels": labels,
             "annotations": notes,
         },
-        "spec": {
-            "containers": [{"name": "main", "image": "x", "resources": resources}],
-            "schedulingGates": [{"name": keys.SCHEDULING_GATE}] if gated else [],
-        },
+        "spec": spec,
         "status": {"phase": "Pending"},
     }
 
@@ -128,4 +133,34 @@ def with_phase(pod: Pod, phase: str, *, deleting: bool = False) -> Pod:
     after["metadata"]["resourceVersion"] = str(next(_counter))
     if deleting:
         after["metadata"]["deletionTimestamp"] = "2026-11-24T11:00:00Z"
+    return after
+
+
+def with_containers(pod: Pod, state: str) -> Pod:
+    """The pod with every container `running` or `terminated` (exit code 0), as a kubelet says."""
+    after = copy.deepcopy(pod)
+    details: dict[str, Any] = {"exitCode": 0} if state == "terminated" else {}
+    after["status"]["containerStatuses"] = [
+        {"name": c["name"], "state": {state: details}} for c in after["spec"]["containers"]
+    ]
+    after["metadata"]["resourceVersion"] = str(next(_counter))
+    return after
+
+
+def stopped(pod: Pod, eviction: PodEviction, at: float) -> Pod:
+    """The pod after the API server applied the driver's `stop_patch` at `at`.
+
+    A strategic merge: status fields replaced, conditions merged by type.
+    """
+    assert eviction.uid == pod["metadata"]["uid"]
+    patch = stop_patch(eviction, at)["status"]
+    after = copy.deepcopy(pod)
+    status = after["status"]
+    status.update({k: v for k, v in patch.items() if k != "conditions"})
+    kinds = {c["type"] for c in patch["conditions"]}
+    status["conditions"] = [
+        *(c for c in status.get("conditions", ()) if c["type"] not in kinds),
+        *patch["conditions"],
+    ]
+    after["metadata"]["resourceVersion"] = str(next(_counter))
     return after

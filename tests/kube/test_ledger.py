@@ -8,14 +8,41 @@ import pytest
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.core import Policy, WorkloadState
-from scheduler_service.kube._ledger import Ledger, PodRelease
-from tests.kube.objects import Pod, make_gpu_node, make_pod, make_queue, released, with_phase
+from scheduler_service.kube._ledger import (
+    Ledger,
+    PodEviction,
+    PodMessage,
+    PodRelease,
+    _places_in,
+    format_time,
+)
+from tests.kube.objects import (
+    Pod,
+    make_gpu_node,
+    make_pod,
+    make_queue,
+    released,
+    stopped,
+    with_containers,
+    with_phase,
+)
 
 NOW = 1_795_000_000.0
 
 
-def make_ledger(*queues: dict[str, object], nodes: int = 1, gpus: int = 8) -> Ledger:
-    ledger = Ledger(pool_label=keys.POOL_LABEL, policy=Policy())
+def make_ledger(
+    *queues: dict[str, object],
+    nodes: int = 1,
+    gpus: int = 8,
+    grace: float = 30,
+    assembly_timeout: float = 600,
+) -> Ledger:
+    ledger = Ledger(
+        pool_label=keys.POOL_LABEL,
+        policy=Policy(),
+        eviction_grace_seconds=grace,
+        gang_assembly_timeout_seconds=assembly_timeout,
+    )
     for queue in queues or (make_queue("a", quota=8),):
         ledger.queue_changed(queue)
     for i in range(nodes):
@@ -34,8 +61,8 @@ def admit(ledger: Ledger, pods: list[Pod], now: float = NOW) -> list[Pod]:
     return out
 
 
-def state_of(ledger: Ledger, name: str) -> WorkloadState:
-    ledger.sync()
+def state_of(ledger: Ledger, name: str, now: float = NOW) -> WorkloadState:
+    ledger.sync(now)
     return next(
         w.state for w in ledger.status(cycle_at=0, leader=True).snapshot.workloads if w.name == name
     )
@@ -75,7 +102,8 @@ def test_a_gang_waits_for_all_its_pods_and_is_released_whole_with_its_record() -
     intents = ledger.cycle(NOW)
     assert intents.releases == ()
     assert [m.message for m in intents.messages] == [
-        "aistack: waiting for the rest of gang g: 1 of 2 pods exist"
+        "aistack: waiting for the rest of gang g: 1 of 2 pods exist; it fails if still "
+        "incomplete 600s after its first pod"
     ]
     ledger.pod_changed(pods[1])
     releases = ledger.cycle(NOW).releases
@@ -126,29 +154,110 @@ def test_a_restarted_ledger_rebuilds_placements_from_pods() -> None:
     assert intents.messages[0].message.startswith("aistack: ")
 
 
-def test_reclaim_evicts_borrowed_pods_with_a_recognisable_message_until_they_go() -> None:
+def test_reclaim_stops_borrowed_pods_with_the_cores_message_until_their_containers_stop() -> None:
     ledger = make_ledger(make_queue("a", quota=4), make_queue("b", quota=4))
     borrowed = [make_pod(f"a{i}", "a", gpus=2) for i in range(4)]
     for pod in borrowed:
         ledger.pod_changed(pod)
-    running = admit(ledger, borrowed)
-    assert len(running) == 4
+    running = {p["metadata"]["name"]: with_phase(p, "Running") for p in admit(ledger, borrowed)}
+    for pod in running.values():
+        ledger.pod_changed(pod)
     ledger.pod_changed(make_pod("b0", "b", gpus=4, created="2026-11-24T10:05:00Z"))
     intents = ledger.cycle(NOW + 600)
     assert intents.releases == ()
     assert len(intents.evictions) == 2
-    assert all(e.message.startswith("aistack: reclaimed for team/b0") for e in intents.evictions)
-    # Not deleted yet: the next cycle asks again, and does not evict more.
+    for eviction in intents.evictions:
+        assert eviction.cause == "Reclaimed"
+        assert eviction.message.startswith(f"{keys.RECLAIMED_MESSAGE_PREFIX}team/b0: queue a ")
+        assert eviction.message.count("reclaimed for") == 1
+    # Not carried out yet: the next cycle asks again, and does not stop more.
     again = ledger.cycle(NOW + 601)
     assert sorted(e.name for e in again.evictions) == sorted(e.name for e in intents.evictions)
-    by_name = {p["metadata"]["name"]: p for p in running}
-    for eviction in intents.evictions:
-        ledger.pod_changed(with_phase(by_name[eviction.name], "Running", deleting=True))
-    assert ledger.cycle(NOW + 602).evictions == ()
-    for eviction in intents.evictions:
-        ledger.pod_deleted(by_name[eviction.name])
-    (release,) = ledger.cycle(NOW + 603).releases
+    victims = {e.name: stopped(running[e.name], e, NOW + 602) for e in intents.evictions}
+    for pod in victims.values():
+        ledger.pod_changed(pod)
+    # Failed, but the kubelet has not stopped their containers: they still hold their GPUs.
+    held = ledger.cycle(NOW + 603)
+    assert (held.evictions, held.releases) == ((), ())
+    assert {state_of(ledger, f"team/{name}", NOW + 603) for name in victims} == {
+        WorkloadState.EVICTING
+    }
+    for pod in victims.values():
+        ledger.pod_changed(with_containers(pod, "terminated"))
+    (release,) = ledger.cycle(NOW + 604).releases
     assert release.name == "b0"
+
+
+def test_a_stopped_pod_whose_kubelet_never_reports_holds_its_gpus_for_the_grace_only() -> None:
+    ledger = make_ledger(grace=30)
+    pod = make_pod("p", gpus=8, kind="train")
+    ledger.pod_changed(pod)
+    (running,) = admit(ledger, [pod])
+    running = with_containers(with_phase(running, "Running"), "running")
+    ledger.pod_changed(running)
+    uid = running["metadata"]["uid"]
+    eviction = PodEviction("team", "p", uid, "aistack: x", "team/p", "a", "Reclaimed")
+    ledger.pod_changed(stopped(running, eviction, NOW + 10))
+    ledger.pod_changed(make_pod("q", gpus=8))
+    assert ledger.cycle(NOW + 39).releases == ()
+    # No pod changes: the grace alone ends the hold (its DisruptionTarget's time + 30 s).
+    (release,) = ledger.cycle(NOW + 40).releases
+    assert release.name == "q"
+
+
+def test_a_restarted_ledger_holds_a_stopped_pod_and_never_stops_it_again() -> None:
+    queues = (make_queue("a", quota=0), make_queue("b", quota=8))
+    ledger = make_ledger(*queues)
+    borrowed = make_pod("a0", "a", gpus=8)
+    ledger.pod_changed(borrowed)
+    (running,) = admit(ledger, [borrowed])
+    running = with_phase(running, "Running")
+    ledger.pod_changed(running)
+    owner = make_pod("b0", "b", gpus=4, created="2026-11-24T10:05:00Z")
+    ledger.pod_changed(owner)
+    (eviction,) = ledger.cycle(NOW + 600).evictions
+    victim = stopped(running, eviction, NOW + 600)
+    fresh = make_ledger(*queues)
+    for pod in (victim, owner):
+        fresh.pod_changed(pod)
+    intents = fresh.cycle(NOW + 610)
+    assert (intents.evictions, intents.releases) == ((), ())
+    assert state_of(fresh, "team/a0", NOW + 610) is WorkloadState.EVICTING
+    (release,) = fresh.cycle(NOW + 630).releases  # the grace has passed
+    assert release.name == "b0"
+    assert fresh.cycle(NOW + 631).evictions == ()
+
+
+def test_preemption_stops_lower_priority_work_with_the_preemption_prefix() -> None:
+    ledger = make_ledger(make_queue("a", quota=8))
+    low = make_pod("low", gpus=8, annotations={keys.PRIORITY_ANNOTATION: "-5"})
+    ledger.pod_changed(low)
+    admit(ledger, [low])
+    ledger.pod_changed(make_pod("high", gpus=8, annotations={keys.PRIORITY_ANNOTATION: "5"}))
+    (eviction,) = ledger.cycle(NOW + 60).evictions
+    assert (eviction.name, eviction.cause) == ("low", "Preempted")
+    assert eviction.message.startswith(f"{keys.PREEMPTED_MESSAGE_PREFIX}team/high (priority 5")
+
+
+def test_a_gang_eviction_cut_short_is_finished_after_a_restart() -> None:
+    queues = (make_queue("a", quota=0), make_queue("b", quota=16))
+    ledger = make_ledger(*queues, nodes=2)
+    gang = [make_pod(f"g-{i}", "a", gpus=8, gang="g", gang_size=2) for i in range(2)]
+    for pod in gang:
+        ledger.pod_changed(pod)
+    running = [with_phase(p, "Running") for p in admit(ledger, gang)]
+    for pod in running:
+        ledger.pod_changed(pod)
+    owner = make_pod("b0", "b", gpus=8, created="2026-11-24T10:05:00Z")
+    ledger.pod_changed(owner)
+    first, second = ledger.cycle(NOW + 600).evictions
+    # The service dies after stopping one member: a new one finishes the job, saying the same.
+    fresh = make_ledger(*queues, nodes=2)
+    for pod in (stopped(running[0], first, NOW + 600), running[1], owner):
+        fresh.pod_changed(pod)
+    (again,) = fresh.cycle(NOW + 601).evictions
+    assert (again.name, again.cause, again.message) == (second.name, "Reclaimed", second.message)
+    assert fresh.cycle(NOW + 601).releases == ()
 
 
 def test_a_pending_pod_is_told_why_once() -> None:
@@ -275,3 +384,251 @@ def test_an_accepted_release_holds_the_gpus_before_its_watch_event_arrives() -> 
     assert state_of(ledger, "team/p") is WorkloadState.RUNNING
     ledger.pod_changed(after)  # the watch catches up: nothing changes
     assert state_of(ledger, "team/p") is WorkloadState.RUNNING
+
+
+# -- what a waiting pod is told ---------------------------------------------------------------
+
+
+def test_a_waiting_pod_is_told_its_queue_place_the_queues_standing_and_the_reason() -> None:
+    ledger = make_ledger(make_queue("a", quota=4, limit=8), make_queue("b", quota=4))
+    first = make_pod("p0", gpus=8)
+    ledger.pod_changed(first)
+    admit(ledger, [first])
+    ledger.pod_changed(make_pod("p1", gpus=4, created="2026-11-24T10:01:00Z"))
+    ledger.pod_changed(make_pod("p2", gpus=2, created="2026-11-24T10:02:00Z"))
+    told = {m.name: m.message for m in ledger.cycle(NOW + 1).messages}
+    assert told == {
+        "p1": "aistack: queue a, 1st of 2 waiting; pool H100: quota 4, used 8 (4 borrowed) GPUs; "
+        "queue a at limit 8/8 GPUs; this step needs 4 more",
+        "p2": "aistack: queue a, 2nd of 2 waiting; pool H100: quota 4, used 8 (4 borrowed) GPUs; "
+        "queue a at limit 8/8 GPUs; this step needs 2 more",
+    }
+
+
+def tell(ledger: Ledger, messages: tuple[PodMessage, ...]) -> None:
+    """As the driver does once the API server accepted each message."""
+    for message in messages:
+        ledger.told(message, "1")
+
+
+def test_a_long_queue_rewrites_only_the_messages_whose_place_changes_in_words() -> None:
+    ledger = make_ledger(make_queue("a", quota=0, limit=0))
+    pods = [make_pod(f"p{i:02}", gpus=1, created=format_time(NOW - 600 + i)) for i in range(60)]
+    for pod in pods:
+        ledger.pod_changed(pod)
+    first = ledger.cycle(NOW).messages
+    assert len(first) == 60
+    places = {m.name: m.message.split(";")[0] for m in first}
+    assert places["p01"] == "aistack: queue a, 2nd of 60 waiting"
+    assert places["p10"] == "aistack: queue a, 11th-20th in line"
+    assert places["p59"] == "aistack: queue a, 51st-100th in line"
+    tell(ledger, first)
+    ledger.pod_deleted(pods[0])  # the head leaves: every place behind it moves up by one
+    moved = ledger.cycle(NOW + 1).messages
+    # The nine still in the first ten, the one that enters them, and the two that cross a
+    # range's bound (21st -> 20th, 51st -> 50th); not the other 47.
+    assert sorted(m.name for m in moved) == [*(f"p{i:02}" for i in range(1, 11)), "p20", "p50"]
+    tell(ledger, moved)
+    ledger.pod_changed(make_pod("late", gpus=1, created=format_time(NOW)))
+    arrived = ledger.cycle(NOW + 2).messages
+    assert sorted(m.name for m in arrived) == ["late", *(f"p{i:02}" for i in range(1, 11))]
+
+
+def test_places_are_exact_at_the_head_and_ranges_behind() -> None:
+    order = [f"w{i}" for i in range(1, 9001)]
+    places = dict(_places_in(order))
+    assert [places[f"w{i}"] for i in (1, 3, 10)] == [
+        "1st of 9000 waiting",
+        "3rd of 9000 waiting",
+        "10th of 9000 waiting",
+    ]
+    assert {places[f"w{i}"] for i in range(11, 21)} == {"11th-20th in line"}
+    assert places["w21"] == places["w50"] == "21st-50th in line"
+    assert places["w101"] == "101st-200th in line"
+    assert places["w734"] == "501st-1000th in line"
+    assert places["w4000"] == places["w5000"] == "2001st-5000th in line"
+    assert places["w9000"] == "5001st-10000th in line"
+    assert dict(_places_in(["only"])) == {"only": "1st of 1 waiting"}
+
+
+# -- gangs that lose a member or never assemble ----------------------------------------------------
+
+
+def running_gang(ledger: Ledger, size: int = 3) -> list[Pod]:
+    """A gang `g` of `size` 8-GPU pods, placed and running (one per node)."""
+    pods = [make_pod(f"g-{i}", gpus=8, gang="g", gang_size=size) for i in range(size)]
+    for pod in pods:
+        ledger.pod_changed(pod)
+    running = [with_phase(p, "Running") for p in admit(ledger, pods)]
+    for pod in running:
+        ledger.pod_changed(pod)
+    return running
+
+
+LOST_FAILED = (
+    "aistack: gang g lost member g-1 (failed); its other pods are stopped so that the gang is "
+    "retried, or fails, as a unit"
+)
+
+
+def test_a_gang_whose_member_fails_is_stopped_as_a_unit_and_not_as_a_reclaim() -> None:
+    ledger = make_ledger(nodes=3)
+    gang = running_gang(ledger)
+    ledger.pod_changed(with_phase(gang[1], "Failed"))
+    stops = ledger.cycle(NOW + 60).evictions
+    assert sorted(s.name for s in stops) == ["g-0", "g-2"]
+    assert {(s.cause, s.message) for s in stops} == {("GangMemberLost", LOST_FAILED)}
+    assert not LOST_FAILED.startswith(
+        (keys.RECLAIMED_MESSAGE_PREFIX, keys.PREEMPTED_MESSAGE_PREFIX)
+    )  # aistack_flows retries those for free; these follow the step's own retry policy
+    assert state_of(ledger, "team/g", NOW + 60) is WorkloadState.EVICTING
+    # A restart reaches the same decision from the pods; once stopped, no one asks again.
+    fresh = make_ledger(nodes=3)
+    for pod in (gang[0], with_phase(gang[1], "Failed"), gang[2]):
+        fresh.pod_changed(pod)
+    assert fresh.cycle(NOW + 61).evictions == stops
+    for stop, pod in zip(stops, (gang[0], gang[2]), strict=True):
+        fresh.pod_changed(stopped(pod, stop, NOW + 61))
+    assert fresh.cycle(NOW + 62).evictions == ()
+
+
+def test_a_gang_whose_member_is_deleted_is_stopped_as_a_unit() -> None:
+    ledger = make_ledger(nodes=3)
+    gang = running_gang(ledger)
+    ledger.pod_deleted(gang[1])
+    stops = ledger.cycle(NOW + 60).evictions
+    assert sorted(s.name for s in stops) == ["g-0", "g-2"]
+    assert stops[0].message.startswith("aistack: gang g lost member g-1 (deleted); ")
+
+
+def test_a_member_gone_before_a_restart_is_not_taken_as_lost() -> None:
+    # It may have succeeded and been garbage-collected (Argo's podGC): nothing says otherwise.
+    fresh = make_ledger(nodes=3)
+    gang = running_gang(make_ledger(nodes=3))
+    for pod in (gang[0], gang[2]):
+        fresh.pod_changed(pod)
+    assert fresh.cycle(NOW + 60).evictions == ()
+    assert state_of(fresh, "team/g", NOW + 60) is WorkloadState.RUNNING
+
+
+def test_a_gang_member_that_succeeds_leaves_the_others_alone() -> None:
+    ledger = make_ledger(nodes=3)
+    gang = running_gang(ledger)
+    done = with_phase(gang[0], "Succeeded")
+    ledger.pod_changed(done)
+    assert ledger.cycle(NOW + 60).evictions == ()
+    ledger.pod_deleted(done)  # and garbage-collected
+    assert ledger.cycle(NOW + 61).evictions == ()
+    assert state_of(ledger, "team/g", NOW + 61) is WorkloadState.RUNNING
+
+
+def test_an_incomplete_gang_fails_after_the_assembly_timeout_counted_from_its_first_pod() -> None:
+    ledger = make_ledger(nodes=3, assembly_timeout=600)
+    pods = [
+        make_pod(f"g-{i}", gpus=8, gang="g", gang_size=3, created=format_time(NOW + i * 10))
+        for i in range(2)
+    ]
+    for pod in pods:
+        ledger.pod_changed(pod)
+    waiting = ledger.cycle(NOW + 599)
+    assert waiting.evictions == ()
+    assert waiting.messages[0].message == (
+        "aistack: waiting for the rest of gang g: 2 of 3 pods exist; it fails if still "
+        "incomplete 600s after its first pod"
+    )
+    stops = ledger.cycle(NOW + 600).evictions  # no pod changed: the time alone did it
+    assert sorted(s.name for s in stops) == ["g-0", "g-1"]
+    assert {(s.cause, s.message) for s in stops} == {
+        (
+            "GangIncomplete",
+            "aistack: gang g incomplete: 2 of 3 pods appeared in 600s "
+            "(gang_assembly_timeout_seconds 600)",
+        )
+    }
+    fresh = make_ledger(nodes=3, assembly_timeout=600)  # a restart does not start it again
+    for pod in pods:
+        fresh.pod_changed(pod)
+    assert [s.name for s in fresh.cycle(NOW + 601).evictions] == ["g-0", "g-1"]
+    for stop, pod in zip(stops, pods, strict=True):
+        fresh.pod_changed(stopped(pod, stop, NOW + 601))
+    assert fresh.cycle(NOW + 602).evictions == ()
+    assert fresh.status(cycle_at=0, leader=True).snapshot.workloads == ()
+
+
+# -- deadlines ------------------------------------------------------------------------------------
+
+
+def test_a_waiting_pod_whose_deadline_passes_is_failed_naming_its_queue_and_wait() -> None:
+    ledger = make_ledger(make_queue("a", quota=0, limit=0))
+    pod = make_pod("p", gpus=1, created=format_time(NOW), active_deadline_seconds=600)
+    ledger.pod_changed(pod)
+    assert ledger.cycle(NOW + 599).evictions == ()
+    (stop,) = ledger.cycle(NOW + 601).evictions  # no pod changed: the time alone did it
+    assert (stop.name, stop.cause) == ("p", "DeadlineExceeded")
+    assert stop.message == (
+        "aistack: deadline passed: waited 601s in queue a (activeDeadlineSeconds 600)"
+    )
+    assert stop.message.startswith(keys.DEADLINE_MESSAGE_PREFIX)
+    ledger.pod_changed(stopped(pod, stop, NOW + 601))
+    again = ledger.cycle(NOW + 602)
+    assert (again.evictions, again.messages) == ((), ())
+
+
+def test_a_pod_past_its_deadline_is_failed_not_admitted_even_when_room_appears() -> None:
+    ledger = make_ledger(nodes=0)
+    pod = make_pod("p", gpus=1, created=format_time(NOW), active_deadline_seconds=60)
+    ledger.pod_changed(pod)
+    ledger.cycle(NOW + 1)
+    ledger.node_changed(make_gpu_node("n0"))
+    intents = ledger.cycle(NOW + 60)
+    assert [s.name for s in intents.evictions] == ["p"]
+    assert intents.releases == ()
+
+
+def test_a_gang_fails_whole_when_one_members_deadline_passes() -> None:
+    ledger = make_ledger(make_queue("a", quota=0, limit=0))
+    pods = [
+        make_pod(
+            f"g-{i}",
+            gpus=1,
+            gang="g",
+            gang_size=2,
+            created=format_time(NOW),
+            active_deadline_seconds=300 if i else None,
+        )
+        for i in range(2)
+    ]
+    for pod in pods:
+        ledger.pod_changed(pod)
+    stops = ledger.cycle(NOW + 300).evictions
+    assert sorted(s.name for s in stops) == ["g-0", "g-1"]
+    assert stops[0].message == (
+        "aistack: deadline passed: waited 300s in queue a (activeDeadlineSeconds 300); all 2 "
+        "pods of gang g fail with it"
+    )
+
+
+def test_a_running_pods_deadline_is_the_kubelets_business() -> None:
+    ledger = make_ledger()
+    pod = make_pod("p", gpus=1, created=format_time(NOW), active_deadline_seconds=60)
+    ledger.pod_changed(pod)
+    (running,) = admit(ledger, [pod], now=NOW + 1)
+    ledger.pod_changed(with_phase(running, "Running"))
+    assert ledger.cycle(NOW + 120).evictions == ()
+
+
+# -- gang DNS -------------------------------------------------------------------------------------
+
+
+def test_a_gang_whose_pods_want_dns_names_asks_for_the_gang_service_on_release() -> None:
+    ledger = make_ledger(nodes=2)
+    dns = {keys.GANG_DNS_LABEL: "true"}
+    for i in range(2):
+        ledger.pod_changed(make_pod(f"g-{i}", gpus=8, gang="g", gang_size=2, labels=dns))
+    ledger.pod_changed(make_pod("plain", "a", gpus=0))
+    releases = ledger.cycle(NOW).releases
+    assert {(r.name, r.gang_dns) for r in releases} == {
+        ("g-0", True),
+        ("g-1", True),
+        ("plain", False),
+    }
