@@ -32,6 +32,9 @@ class WorkloadPods:
 
     namespace: str
     pods: tuple[str, ...]
+    workflow: str = ""
+    """The Argo Workflow whose step the pods are (their `workflows.argoproj.io/workflow`
+    label), or "" for pods Argo did not make."""
 
 
 @dataclass(frozen=True, slots=True)

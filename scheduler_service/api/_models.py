@@ -141,6 +141,9 @@ class WorkloadView(_Model):
         description="Where each pod runs, in pod order; null while pending."
     )
     reason: ReasonView | None = Field(description="Why it waits; null unless pending.")
+    workflow: str | None = Field(
+        description="The Argo Workflow whose step it is; null for pods Argo did not make."
+    )
 
 
 class GpuUse(_Model):

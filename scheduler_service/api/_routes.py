@@ -53,12 +53,16 @@ def get_queue(name: str, view: ViewDep, access: AccessDep) -> QueueView:
 def list_workloads(
     view: ViewDep,
     access: AccessDep,
+    *,
     namespace: Annotated[
         str | None, Query(description="Only workloads whose pods are in this namespace.")
     ] = None,
     queue: Annotated[str | None, Query(description="Only workloads of this leaf queue.")] = None,
     state: Annotated[
         WorkloadState | None, Query(description="Only workloads in this state.")
+    ] = None,
+    workflow: Annotated[
+        str | None, Query(description="Only the steps of this Argo Workflow.", max_length=253)
     ] = None,
 ) -> list[WorkloadView]:
     """Workloads in the namespaces where the user may `list pods`, sorted by namespace and name.
@@ -75,12 +79,42 @@ def list_workloads(
         if state is not None and workload.state is not state:
             continue
         pods = view.pods_of(workload.name)
+        if workflow is not None and pods.workflow != workflow:
+            continue
         if namespace is not None and pods.namespace != namespace:
             continue
         if access.can("list", "pods", namespace=pods.namespace):
             chosen.append(workload)
     chosen.sort(key=lambda w: (view.pods_of(w.name).namespace, w.name))
     return [view.workload_view(w) for w in chosen]
+
+
+@router.get(
+    "/workflows/{namespace}/{name}",
+    tags=["workloads"],
+    summary="The GPU steps of an Argo Workflow",
+    responses=_NAMED,
+)
+def get_workflow(namespace: str, name: str, view: ViewDep, access: AccessDep) -> list[WorkloadView]:
+    """The workloads the scheduler knows of Argo Workflow `name`: its GPU steps.
+
+    Each is pending (with its reason), running or evicting. The Argo UI's workflow link leads
+    here. Needs `list pods` in the namespace.
+    """
+    access.require("list", "pods", namespace=namespace)
+    found = [
+        view.workload_view(w)
+        for w in view.workloads.values()
+        if view.pods_of(w.name).namespace == namespace and view.pods_of(w.name).workflow == name
+    ]
+    if not found:
+        raise ApiError(
+            404,
+            f"no step of workflow {name!r} in namespace {namespace!r} waits or runs under the "
+            "scheduler now: its GPU steps may be done or not created yet, or it has none "
+            f"(`aistack status {name} -n {namespace}` shows every step)",
+        )
+    return sorted(found, key=lambda w: w.name)
 
 
 def _find(view: ClusterView, namespace: str, name: str) -> Workload:

@@ -224,6 +224,7 @@ class ClusterView:
             reason=reason_view(reason)
             if reason is not None and workload.state is WorkloadState.PENDING
             else None,
+            workflow=pods.workflow or None,
         )
 
     def find_workload(self, namespace: str, name: str) -> Workload | None:

@@ -96,6 +96,9 @@ GANG_INCOMPLETE = "GangIncomplete"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 """Why a waiting pod whose activeDeadlineSeconds passed is stopped (the kubelet's own word)."""
 
+_ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+"""The label Argo puts on every pod of a workflow, naming it."""
+
 _EXACT_PLACES = 10
 """A waiting pod's message gives its exact place in its queue up to here, a range after it."""
 
@@ -244,6 +247,8 @@ class _Pod:
     deadline: float | None = None
     """When its activeDeadlineSeconds pass, counted from its creation."""
     gang_dns: bool = False
+    workflow: str = ""
+    """The Argo Workflow that made the pod ("" for other pods)."""
 
     @property
     def live(self) -> bool:
@@ -316,6 +321,7 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         if isinstance(active_deadline, int) and active_deadline > 0
         else None,
         gang_dns=labels.get(keys.GANG_DNS_LABEL) == "true",
+        workflow=labels.get(_ARGO_WORKFLOW_LABEL, ""),
     )
 
 
@@ -561,8 +567,11 @@ class Ledger:
         derived = self._derived.get(name)
         if derived is None or not derived.members:
             return None
+        first = derived.members[0]
         return WorkloadPods(
-            namespace=derived.members[0].namespace, pods=tuple(p.name for p in derived.members)
+            namespace=first.namespace,
+            pods=tuple(p.name for p in derived.members),
+            workflow=first.workflow,
         )
 
     # -- the cycle --------------------------------------------------------------------------------

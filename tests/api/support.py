@@ -104,12 +104,12 @@ def cluster_status() -> ClusterStatus:
     ]
     snapshot = make_snapshot(nodes, queues, workloads)
     pods = {
-        "team-a/train": WorkloadPods("team-a", ("train-0", "train-1")),
+        "team-a/train": WorkloadPods("team-a", ("train-0", "train-1"), workflow="ddp-x7k2p"),
         "team-b/infer": WorkloadPods("team-b", ("infer-0",)),
         "team-b/notebook": WorkloadPods("team-b", ("notebook",)),
         "team-b/big": WorkloadPods("team-b", ("big-0", "big-1")),
         "team-b/later": WorkloadPods("team-b", ("later",)),
-        "team-a/next": WorkloadPods("team-a", ("next",)),
+        "team-a/next": WorkloadPods("team-a", ("next",), workflow="ddp-x7k2p"),
         "team-a/lost": WorkloadPods("team-a", ("lost",)),
     }
     return ClusterStatus(

@@ -60,6 +60,7 @@ def test_a_running_gang_shows_its_pods_and_allocation(client: TestClient) -> Non
             },
         ],
         "reason": None,
+        "workflow": "ddp-x7k2p",
     }
 
 
@@ -121,6 +122,24 @@ def test_filters_by_namespace_queue_and_state(client: TestClient) -> None:
     assert _names(client, "?namespace=team-b&state=pending") == ["team-b/big", "team-b/later"]
     assert _names(client, "?queue=team-a") == ["team-a/next", "team-a/train"]
     assert _names(client, "?state=evicting") == ["team-b/notebook"]
+    assert _names(client, "?workflow=ddp-x7k2p") == ["team-a/next", "team-a/train"]
+
+
+def test_a_workflows_gpu_steps_are_where_its_argo_ui_link_leads(client: TestClient) -> None:
+    found = client.get("/api/v1/workflows/team-a/ddp-x7k2p", headers=ADMIN_AUTH)
+    assert found.status_code == 200
+    assert [(w["name"], w["state"]) for w in found.json()] == [
+        ("team-a/next", "pending"),
+        ("team-a/train", "running"),
+    ]
+    elsewhere = client.get("/api/v1/workflows/team-b/ddp-x7k2p", headers=ADMIN_AUTH)
+    assert elsewhere.status_code == 404
+    assert "aistack status ddp-x7k2p -n team-b" in elsewhere.json()["error"]["message"]
+
+
+def test_a_workflows_steps_need_list_pods_there(client: TestClient) -> None:
+    answer = client.get("/api/v1/workflows/team-a/ddp-x7k2p", headers=BOB_AUTH)
+    assert answer.status_code == 403
 
 
 def test_an_unknown_state_is_422_listing_the_accepted_values(client: TestClient) -> None:
