@@ -9,6 +9,11 @@ Per test:
     make_api_client  `make_api_client(user="admin") -> ApiClient` (alice, bob, carol too)
     namespace        a new namespace's name, never reused; its pods are force-deleted after
     make_gpu_node    `GpuNodes`: creates kwok GPU nodes with per-test names, deletes them after
+Per module:
+    service          `aistack serve` (`RunningService`) with the chart's webhooks and RBAC
+Per test:
+    core             an admin CoreV1Api, with the module's service started (a restart test may
+                     have left it stopped)
 
 Every test under tests/integration is marked `integration` and gets a 300 s timeout unless it
 sets its own: the first test also pays for starting the cluster (and Argo). A missing binary is
@@ -30,6 +35,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Namespac
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.cluster import ADMIN, ArgoController, GpuNodes, TestCluster
+from tests.integration.service import RunningService
 
 _INTEGRATION_DIR = Path(__file__).resolve().parent
 _DEFAULT_TIMEOUT_SECONDS = 300
@@ -137,3 +143,17 @@ def make_gpu_node(admin_client: ApiClient) -> Iterator[GpuNodes]:
     nodes = GpuNodes(CoreV1Api(admin_client))
     yield nodes
     nodes.delete_all()
+
+
+@pytest.fixture(scope="module")
+def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
+    running = RunningService(cluster, admin_client)
+    running.start()
+    yield running
+    running.remove()
+
+
+@pytest.fixture
+def core(admin_client: ApiClient, service: RunningService) -> CoreV1Api:
+    service.start()
+    return CoreV1Api(admin_client)

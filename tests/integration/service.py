@@ -143,6 +143,21 @@ class RunningService:
         if self.process is not None:
             self.process.stop()
 
+    def remove(self) -> None:
+        """Stop the process and remove its webhook configurations: the cluster is as before.
+
+        Other test modules share the cluster; with the webhooks left behind (failurePolicy
+        Fail), their GPU pods would be refused by a service that no longer runs.
+        """
+        self.stop()
+        api = AdmissionregistrationV1Api(self.admin)
+        for delete in (
+            api.delete_mutating_webhook_configuration,
+            api.delete_validating_webhook_configuration,
+        ):
+            with contextlib.suppress(ApiException):  # 404: never registered (webhooks=False)
+                delete(_WEBHOOK_NAME)
+
     def get(self, path: str, token: str | None) -> tuple[int, Any]:
         """GET an API path with a bearer token; (status, parsed JSON body)."""
         request = urllib.request.Request(self.url + path)

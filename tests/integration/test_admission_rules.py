@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,25 +17,11 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
-from tests.integration.cluster import GpuNodes, TestCluster, wait_for
+from tests.integration.cluster import GpuNodes, wait_for
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
 
 Pod = dict[str, Any]
 GPU_ENV = ("AISTACK_", "NVIDIA_", "CUDA_")
-
-
-@pytest.fixture(scope="module")
-def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
-    running = RunningService(cluster, admin_client)
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def core(admin_client: ApiClient, service: RunningService) -> CoreV1Api:
-    service.start()  # a test that stops it starts it again, but not if it failed on the way
-    return CoreV1Api(admin_client)
 
 
 def unlabelled_pod(name: str, *, gpus: int = 0, init_gpus: int = 0) -> Pod:

@@ -9,7 +9,6 @@ succeeds. Every test has its own namespace, pool of nodes and queues.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -36,23 +35,11 @@ from tests.integration.cluster import (
     wait_for,
     wait_for_workflow_phase,
 )
-from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
+from tests.integration.service import make_queue, managed_pod, pod_env
 
 Json = dict[str, Any]
 
-
-@pytest.fixture(scope="module")
-def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
-    running = RunningService(cluster, admin_client)
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def core(admin_client: ApiClient, service: RunningService, argo: object) -> CoreV1Api:
-    service.start()
-    return CoreV1Api(admin_client)
+pytestmark = pytest.mark.usefixtures("argo")
 
 
 def pool(nodes: GpuNodes, count: int, gpus: int = 8) -> str:

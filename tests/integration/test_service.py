@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,20 +18,6 @@ from kubernetes.client.exceptions import ApiException
 from scheduler_service import pod_contract as keys
 from tests.integration.cluster import GpuNodes, TestCluster, wait_for, wait_for_workflow_phase
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
-
-
-@pytest.fixture(scope="module")
-def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
-    running = RunningService(cluster, admin_client)
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def core(admin_client: ApiClient, service: RunningService) -> CoreV1Api:
-    service.start()  # a restart test may have left it stopped
-    return CoreV1Api(admin_client)
 
 
 def pool_nodes(nodes: GpuNodes, count: int, gpus: int = 8, **labels: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,25 +18,11 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.kube._ledger import PodEviction, stop_patch
-from tests.integration.cluster import GpuNodes, TestCluster, wait_for, wait_for_workflow_phase
-from tests.integration.service import RunningService, make_queue, managed_pod
+from tests.integration.cluster import GpuNodes, wait_for, wait_for_workflow_phase
+from tests.integration.service import make_queue, managed_pod
 
 Pod = dict[str, Any]
 _DONE = ("Succeeded", "Failed", "Error")
-
-
-@pytest.fixture(scope="module")
-def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
-    running = RunningService(cluster, admin_client)
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def core(admin_client: ApiClient, service: RunningService) -> CoreV1Api:
-    service.start()
-    return CoreV1Api(admin_client)
 
 
 def read(core: CoreV1Api, namespace: str, name: str) -> Pod:
