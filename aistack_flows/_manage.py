@@ -70,7 +70,7 @@ Json = dict[str, Any]
 
 
 def uses_scheduler(manifest: Mapping[str, Any]) -> bool:
-    """Whether the manifest asks for the scheduler anywhere (a queue, or any aistack key).
+    """Whether the manifest asks for the scheduler anywhere (any key the scheduler reads).
 
     Only such workflows are managed: plain Hera code that never mentions the scheduler builds
     exactly as before.
@@ -461,6 +461,10 @@ def _check_parallelism(
 # -- the workflow as the Argo UI lists it --------------------------------------------------------
 
 
+def _number(value: float | str | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _describe(managed: Json, requests: Mapping[str, GpuRequest], default_queue: str | None) -> None:
     """Say in the workflow's description what its GPU steps ask for (unless the author did)."""
     lines = []
@@ -468,7 +472,7 @@ def _describe(managed: Json, requests: Mapping[str, GpuRequest], default_queue: 
         size = (
             f"{request.gpus} GPU(s)"
             if request.gpus is not None
-            else f"slice {request.memory_gib} GiB / {request.compute_percent}%"
+            else f"slice {_number(request.memory_gib)} GiB / {request.compute_percent}%"
         )
         if request.gang is not None:
             size = f"{request.gang} pods x {size}"

@@ -160,7 +160,7 @@ def test_the_workflow_says_what_its_gpu_steps_ask_for() -> None:
     )
     description = manifest["metadata"]["annotations"]["workflows.argoproj.io/description"]
     assert "t: train, 2 GPU(s), queue research" in description
-    assert "b: train, slice 4.0 GiB / 10%" in description
+    assert "b: train, slice 4 GiB / 10%" in description
 
 
 def test_a_cron_workflows_runs_carry_the_queue_label() -> None:
