@@ -18,9 +18,9 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
 from tests.integration.cluster import GpuNodes, wait_for
+from tests.integration.pods import Pod, is_gated, read, refusal, waiting_message
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
 
-Pod = dict[str, Any]
 GPU_ENV = ("AISTACK_", "NVIDIA_", "CUDA_")
 
 
@@ -47,31 +47,11 @@ def refused(core: CoreV1Api, namespace: str, pod: Pod) -> str:
     """The API server's message refusing `pod`; fails the test if it creates it."""
     with pytest.raises(ApiException) as error:
         create(core, namespace, pod)
-    try:
-        return str(json.loads(error.value.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return str(error.value.body)
-
-
-def read(core: CoreV1Api, namespace: str, name: str) -> Pod:
-    response: Any = core.read_namespaced_pod(name, namespace, _preload_content=False)
-    pod: Pod = json.loads(response.data)
-    return pod
-
-
-def is_gated(pod: Pod) -> bool:
-    return {"name": keys.SCHEDULING_GATE} in (pod["spec"].get("schedulingGates") or [])
+    return refusal(error.value)
 
 
 def is_running(pod: Pod) -> bool:
     return bool(pod["status"].get("phase") == "Running")
-
-
-def waiting_message(pod: Pod) -> str:
-    for condition in pod["status"].get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            return str(condition.get("message", ""))
-    return ""
 
 
 def gpu_variables(pod: Pod, container: str) -> list[str]:

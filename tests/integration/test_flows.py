@@ -35,17 +35,12 @@ from tests.integration.cluster import (
     wait_for,
     wait_for_workflow_phase,
 )
+from tests.integration.pods import is_gated, phase, pods_in, pool_nodes, waiting_message
 from tests.integration.service import make_queue, managed_pod, pod_env
 
 Json = dict[str, Any]
 
 pytestmark = pytest.mark.usefixtures("argo")
-
-
-def pool(nodes: GpuNodes, count: int, gpus: int = 8) -> str:
-    for i in range(count):
-        nodes(f"g{i}", gpus=gpus, labels={keys.POOL_LABEL: nodes.prefix})
-    return nodes.prefix
 
 
 def step(
@@ -61,26 +56,8 @@ def step(
     )
 
 
-def pods_of(core: CoreV1Api, namespace: str, workflow: str) -> list[Json]:
-    response: Any = core.list_namespaced_pod(
-        namespace,
-        label_selector=f"workflows.argoproj.io/workflow={workflow}",
-        _preload_content=False,
-    )
-    pods: list[Json] = json.loads(response.data)["items"]
-    return sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"])
-
-
 def node_of_step(pod: Json) -> str:
     return str(pod["metadata"]["annotations"]["workflows.argoproj.io/node-name"])
-
-
-def is_gated(pod: Json) -> bool:
-    return any(g["name"] == keys.SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or ())
-
-
-def phase(pod: Json) -> str:
-    return str(pod["status"].get("phase", "Pending"))
 
 
 def workflow(admin: ApiClient, namespace: str, name: str) -> Json:
@@ -97,7 +74,7 @@ def submit(pipeline: af.Pipeline, admin: ApiClient, namespace: str) -> str:
 def test_a_build_train_infer_pipeline_runs_each_gpu_step_through_the_scheduler_in_order(
     core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
 ) -> None:
-    queue = make_queue(admin_client, {pool(make_gpu_node, 1): 8})
+    queue = make_queue(admin_client, {pool_nodes(make_gpu_node, 1): 8})
     with Workflow(name="pipeline", entrypoint="main", labels={af.QUEUE_LABEL: queue}) as w:
         templates = [
             step("prepare", None),
@@ -115,7 +92,7 @@ def test_a_build_train_infer_pipeline_runs_each_gpu_step_through_the_scheduler_i
     # A node name is "<workflow>.<step>", "(0)" after it for the first attempt of a retried one.
     pods = {
         node_of_step(p).rsplit(".", 1)[1].removesuffix("(0)"): p
-        for p in pods_of(core, namespace, name)
+        for p in pods_in(core, namespace, workflow=name)
     }
     assert sorted(pods) == ["build", "infer", "prepare", "train"]
     cpu = pods["prepare"]
@@ -148,11 +125,11 @@ def gang_pipeline(queue: str, name: str) -> Workflow:
 def test_a_gang_waits_until_all_its_pods_fit_starts_together_and_two_runs_never_mix(
     core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
 ) -> None:
-    queue = make_queue(admin_client, {pool(make_gpu_node, 1): 16})
+    queue = make_queue(admin_client, {pool_nodes(make_gpu_node, 1): 16})
     runs = [submit(gang_pipeline(queue, f"ddp-{i}"), admin_client, namespace) for i in range(2)]
 
     def all_pods() -> list[Json]:
-        return [p for run in runs for p in pods_of(core, namespace, run)]
+        return [p for run in runs for p in pods_in(core, namespace, workflow=run)]
 
     waiting = wait_for(
         "both gangs to be told why they wait (one node holds half a gang)",
@@ -162,7 +139,9 @@ def test_a_gang_waits_until_all_its_pods_fit_starts_together_and_two_runs_never_
     )
     assert all(is_gated(p) for p in waiting)
     gangs = {
-        run: {p["metadata"]["labels"][keys.GANG_LABEL] for p in pods_of(core, namespace, run)}
+        run: {
+            p["metadata"]["labels"][keys.GANG_LABEL] for p in pods_in(core, namespace, workflow=run)
+        }
         for run in runs
     }
     assert all(len(names) == 1 for names in gangs.values())  # each run: one gang
@@ -192,13 +171,6 @@ def test_a_gang_waits_until_all_its_pods_fit_starts_together_and_two_runs_never_
         )
 
 
-def waiting_message(pod: Json) -> str:
-    for condition in pod["status"].get("conditions") or ():
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            return str(condition.get("message", ""))
-    return ""
-
-
 def test_a_pending_steps_node_message_is_the_schedulers_reason_and_the_cli_shows_it(  # noqa: PLR0917
     core: CoreV1Api,
     namespace: str,
@@ -208,7 +180,7 @@ def test_a_pending_steps_node_message_is_the_schedulers_reason_and_the_cli_shows
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    queue = make_queue(admin_client, {pool(make_gpu_node, 1): 8})
+    queue = make_queue(admin_client, {pool_nodes(make_gpu_node, 1): 8})
     core.create_namespaced_pod(namespace, managed_pod("holder", queue, gpus=8))  # type: ignore[arg-type]
     wait_for(
         "the holder to run",
@@ -256,7 +228,7 @@ def test_a_pending_steps_node_message_is_the_schedulers_reason_and_the_cli_shows
 def test_a_cron_workflow_fires_a_run_whose_gpu_step_is_admitted(
     core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
 ) -> None:
-    queue = make_queue(admin_client, {pool(make_gpu_node, 1): 8})
+    queue = make_queue(admin_client, {pool_nodes(make_gpu_node, 1): 8})
     with CronWorkflow(
         name="every-minute",
         schedules=["* * * * *"],
@@ -281,7 +253,7 @@ def test_a_cron_workflow_fires_a_run_whose_gpu_step_is_admitted(
     (run, *_) = wait_for("the schedule to fire", runs, timeout=90, interval=1)
     done = wait_for_workflow_phase(admin_client, namespace, run["metadata"]["name"], timeout=90)
     assert done["metadata"]["labels"][af.QUEUE_LABEL] == queue  # the run is in the queue
-    (pod,) = pods_of(core, namespace, run["metadata"]["name"])
+    (pod,) = pods_in(core, namespace, workflow=run["metadata"]["name"])
     assert pod["metadata"]["annotations"][keys.NODE_ANNOTATION] == f"{make_gpu_node.prefix}-g0"
 
 
@@ -293,7 +265,7 @@ def test_a_reclaimed_step_is_retried_for_free_resumes_its_checkpoint_and_keeps_i
     The author's one retry (Argo's default policy) covers the failure because the reclaim did
     not use it up.
     """
-    pool_name = pool(make_gpu_node, 1)
+    pool_name = pool_nodes(make_gpu_node, 1)
     owner = make_queue(admin_client, {pool_name: 8})
     borrower = make_queue(admin_client, {pool_name: 0})
     # The first two attempts would run for ten minutes (one is reclaimed, the other fails);
@@ -310,7 +282,7 @@ def test_a_reclaimed_step_is_retried_for_free_resumes_its_checkpoint_and_keeps_i
     name = submit(w, admin_client, namespace)
 
     def attempts() -> list[Json]:
-        return pods_of(core, namespace, name)
+        return pods_in(core, namespace, workflow=name)
 
     wait_for(
         "attempt 0 to run", attempts, lambda p: len(p) == 1 and phase(p[0]) == "Running", timeout=60
@@ -383,4 +355,6 @@ def test_a_plain_gpu_workflow_without_a_queue_is_refused_where_argo_shows_it(
     done = wait_for_workflow_phase(admin_client, namespace, name, ("Failed", "Error"), timeout=60)
     messages = " ".join(n.get("message", "") for n in done["status"]["nodes"].values())
     assert keys.QUEUE_LABEL in messages
-    assert pods_of(core, namespace, name) == []  # no pod ever got a GPU around the scheduler
+    assert (
+        pods_in(core, namespace, workflow=name) == []
+    )  # no pod ever got a GPU around the scheduler

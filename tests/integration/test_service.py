@@ -17,65 +17,20 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
 from tests.integration.cluster import GpuNodes, TestCluster, wait_for, wait_for_workflow_phase
+from tests.integration.pods import (
+    Pod,
+    is_gated,
+    pool_nodes,
+    read,
+    refusal,
+    submit_gpu_workflow,
+    waiting_message,
+)
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
-
-
-def pool_nodes(nodes: GpuNodes, count: int, gpus: int = 8, **labels: str) -> str:
-    """`count` nodes in a pool of this test's own; returns the pool's name."""
-    for i in range(count):
-        nodes(f"g{i}", gpus=gpus, labels={keys.POOL_LABEL: nodes.prefix, **labels})
-    return nodes.prefix
 
 
 def create(core: CoreV1Api, namespace: str, pod: dict[str, Any]) -> None:
     core.create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]
-
-
-def submit_gpu_workflow(
-    admin: ApiClient,
-    namespace: str,
-    name: str,
-    queue: str,
-    *,
-    gpus: int,
-    run_for: str,
-) -> None:
-    """Submit a one-step Argo Workflow whose step asks `queue` for `gpus` whole GPUs."""
-    template: dict[str, Any] = {
-        "name": "train",
-        "metadata": {
-            "labels": {keys.QUEUE_LABEL: queue},
-            "annotations": {"aistack.io/test-run-for": run_for},
-        },
-        "container": {
-            "image": "registry.invalid/train:test",
-            "command": ["python", "train.py"],
-            "resources": {"limits": {keys.GPU_RESOURCE: str(gpus)}},
-        },
-    }
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {"entrypoint": "train", "templates": [template]},
-    }
-    CustomObjectsApi(admin).create_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
-    )
-
-
-Pod = dict[str, Any]
-
-
-def read(core: CoreV1Api, namespace: str, name: str) -> Pod:
-    """The pod as the API server sends it (JSON, camelCase)."""
-    response: Any = core.read_namespaced_pod(name, namespace, _preload_content=False)
-    pod: Pod = json.loads(response.data)
-    return pod
-
-
-def is_gated(pod: Pod) -> bool:
-    return any(g["name"] == keys.SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or [])
 
 
 def phase_is(*phases: str) -> Callable[[Pod], bool]:
@@ -90,21 +45,6 @@ def node_of(pod: Pod) -> str | None:
 def annotations_of(pod: Pod) -> dict[str, str]:
     found: dict[str, str] = pod["metadata"].get("annotations") or {}
     return found
-
-
-def refusal(error: ApiException) -> str:
-    """The message of the API server's refusal (a Status object)."""
-    try:
-        return str(json.loads(error.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return str(error.body)
-
-
-def waiting_message(pod: Pod) -> str:
-    for condition in pod["status"].get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            return str(condition.get("message", ""))
-    return ""
 
 
 def test_a_gpu_pod_is_gated_wired_released_and_runs_to_completion(

@@ -19,63 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from scheduler_service import pod_contract as keys
 from scheduler_service.kube._ledger import PodEviction, stop_patch
 from tests.integration.cluster import GpuNodes, wait_for, wait_for_workflow_phase
+from tests.integration.pods import phase, pods_in, read, submit_gpu_workflow
 from tests.integration.service import make_queue, managed_pod
 
-Pod = dict[str, Any]
 _DONE = ("Succeeded", "Failed", "Error")
-
-
-def read(core: CoreV1Api, namespace: str, name: str) -> Pod:
-    """The pod as the API server sends it (JSON, camelCase)."""
-    response: Any = core.read_namespaced_pod(name, namespace, _preload_content=False)
-    pod: Pod = json.loads(response.data)
-    return pod
-
-
-def pods_of(core: CoreV1Api, namespace: str) -> list[Pod]:
-    response: Any = core.list_namespaced_pod(namespace, _preload_content=False)
-    items: list[Pod] = json.loads(response.data)["items"]
-    return sorted(items, key=lambda p: str(p["metadata"]["creationTimestamp"]))
-
-
-def phase(pod: Pod) -> str:
-    return str(pod["status"].get("phase", ""))
-
-
-def submit_workflow(
-    admin: ApiClient,
-    namespace: str,
-    name: str,
-    queue: str,
-    *,
-    gpus: int,
-    run_for: str,
-    retry_strategy: dict[str, Any] | None = None,
-) -> None:
-    """A one-step Workflow whose step asks `queue` for `gpus` whole GPUs for `run_for`."""
-    template: dict[str, Any] = {
-        "name": "train",
-        "metadata": {
-            "labels": {keys.QUEUE_LABEL: queue},
-            "annotations": {"aistack.io/test-run-for": run_for},
-        },
-        "container": {
-            "image": "registry.invalid/train:test",
-            "command": ["python", "train.py"],
-            "resources": {"limits": {keys.GPU_RESOURCE: str(gpus)}},
-        },
-    }
-    if retry_strategy is not None:
-        template["retryStrategy"] = retry_strategy
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {"entrypoint": "train", "templates": [template]},
-    }
-    CustomObjectsApi(admin).create_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", workflow
-    )
 
 
 def pod_nodes(workflow: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,7 +39,7 @@ def test_a_reclaimed_argo_step_is_retried_by_the_default_policy_and_says_why(
     owner = make_queue(admin_client, {pool: 8})
     borrower = make_queue(admin_client, {pool: 0})
     # No retryPolicy: Argo's default, OnFailure, retries Failed attempts and not Errors.
-    submit_workflow(
+    submit_gpu_workflow(
         admin_client,
         namespace,
         "borrowed",
@@ -103,7 +50,7 @@ def test_a_reclaimed_argo_step_is_retried_by_the_default_policy_and_says_why(
     )
     wait_for(
         "the borrowed step to run",
-        lambda: pods_of(core, namespace),
+        lambda: pods_in(core, namespace),
         lambda pods: len(pods) == 1 and phase(pods[0]) == "Running",
     )
     core.create_namespaced_pod(namespace, managed_pod("owner", owner, gpus=8, run_for="2s"))  # type: ignore[arg-type]
@@ -116,7 +63,7 @@ def test_a_reclaimed_argo_step_is_retried_by_the_default_policy_and_says_why(
     # The reclaimed attempt's pod is kept (not deleted), with the service's reason and
     # condition. Its phase is not checked: kwok, which plays the kubelet, later applies the
     # "Succeeded" it had scheduled for the pod's end to the Failed pod (Argo saw Failed first).
-    (evicted,) = [p for p in pods_of(core, namespace) if p["status"].get("reason") == "Reclaimed"]
+    (evicted,) = [p for p in pods_in(core, namespace) if p["status"].get("reason") == "Reclaimed"]
     assert evicted["status"]["message"] == first["message"]
     (condition,) = [c for c in evicted["status"]["conditions"] if c["type"] == "DisruptionTarget"]
     assert condition["reason"] == keys.EVICTION_REASON
@@ -136,14 +83,14 @@ def test_a_waiting_argo_step_shows_its_queue_and_place_in_the_workflow(
     pool = make_gpu_node.prefix
     make_gpu_node("g0", labels={keys.POOL_LABEL: pool})
     queue = make_queue(admin_client, {pool: 8})
-    submit_workflow(admin_client, namespace, "first", queue, gpus=8, run_for="10m")
+    submit_gpu_workflow(admin_client, namespace, "first", queue, gpus=8, run_for="10m")
     wait_for(
         "the first step to run",
-        lambda: pods_of(core, namespace),
+        lambda: pods_in(core, namespace),
         lambda pods: len(pods) == 1 and phase(pods[0]) == "Running",
     )
     for name in ("second", "third"):
-        submit_workflow(admin_client, namespace, name, queue, gpus=8, run_for="1s")
+        submit_gpu_workflow(admin_client, namespace, name, queue, gpus=8, run_for="1s")
     custom = CustomObjectsApi(admin_client)
 
     def node_message() -> str:
