@@ -249,14 +249,15 @@ def _workflow_and_pods(args: argparse.Namespace) -> tuple[Json, list[Json], list
         pods: Any = core.list_namespaced_pod(
             namespace, label_selector=selector, _preload_content=False
         )
-        events: Any = core.list_namespaced_event(namespace, _preload_content=False)
+        events: Any = core.list_namespaced_event(
+            namespace, field_selector=f"source={_SERVICE_COMPONENT}", _preload_content=False
+        )
     pod_list: list[Json] = json.loads(pods.data)["items"]
     names = {args.workflow} | {p["metadata"]["name"] for p in pod_list}
     ours = [
         e
         for e in json.loads(events.data)["items"]
-        if (e.get("source") or {}).get("component") == _SERVICE_COMPONENT
-        and (e.get("involvedObject") or {}).get("name") in names
+        if (e.get("involvedObject") or {}).get("name") in names
     ]
     ours.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     return workflow, pod_list, ours

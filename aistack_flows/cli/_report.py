@@ -22,6 +22,7 @@ __all__ = [
     "StepRow",
     "WorkflowRow",
     "age",
+    "pods_by_workflow",
     "queue_rows",
     "step_rows",
     "workflow_row",
@@ -125,22 +126,21 @@ def step_rows(workflow: Json, pods: Iterable[Json]) -> list[StepRow]:
     """
     nodes: Mapping[str, Json] = (workflow.get("status") or {}).get("nodes") or {}
     by_node = {_annotations(p).get(_NODE_ID_ANNOTATION): p for p in pods}
+    attempts_of = {
+        node["id"]: [nodes[c] for c in node.get("children") or () if c in nodes]
+        for node in nodes.values()
+        if node.get("type") == "Retry"
+    }
+    attempt_ids = {child["id"] for children in attempts_of.values() for child in children}
     rows = []
     for node in sorted(nodes.values(), key=lambda n: (n.get("startedAt") or "~", n["id"])):
-        if node.get("type") == "Retry":
-            children = [nodes[c] for c in node.get("children") or () if c in nodes]
-            attempts = [c for c in children if c.get("type") == "Pod"]
+        if node["id"] in attempts_of:
+            attempts = [c for c in attempts_of[node["id"]] if c.get("type") == "Pod"]
             if attempts:
                 rows.append(_row(node, attempts, by_node))
-        elif node.get("type") == "Pod" and not _is_attempt(node, nodes):
+        elif node.get("type") == "Pod" and node["id"] not in attempt_ids:
             rows.append(_row(node, [node], by_node))
     return rows
-
-
-def _is_attempt(node: Json, nodes: Mapping[str, Json]) -> bool:
-    return any(
-        n.get("type") == "Retry" and node["id"] in (n.get("children") or ()) for n in nodes.values()
-    )
 
 
 def _row(step: Json, attempts: Sequence[Json], pods: Mapping[str | None, Json]) -> StepRow:

@@ -257,8 +257,14 @@ def test_a_cron_workflow_fires_a_run_whose_gpu_step_is_admitted(
     assert pod["metadata"]["annotations"][keys.NODE_ANNOTATION] == f"{make_gpu_node.prefix}-g0"
 
 
-def test_a_reclaimed_step_is_retried_for_free_resumes_its_checkpoint_and_keeps_its_retries(
-    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+def test_a_reclaimed_step_is_retried_for_free_resumes_its_checkpoint_and_keeps_its_retries(  # noqa: PLR0917
+    core: CoreV1Api,
+    namespace: str,
+    make_gpu_node: GpuNodes,
+    admin_client: ApiClient,
+    cluster: TestCluster,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     """A reclaim, then a failure of the step's own, then success.
 
@@ -314,6 +320,13 @@ def test_a_reclaimed_step_is_retried_for_free_resumes_its_checkpoint_and_keeps_i
     assert [n["phase"] for n in nodes] == ["Failed", "Failed", "Succeeded"]
     assert nodes[0]["message"].startswith(f"{keys.RECLAIMED_MESSAGE_PREFIX}{namespace}/owner")
     assert not nodes[1].get("message", "").startswith("aistack: ")  # the step's own failure
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig", namespace=namespace)
+    assert main(["explain", name, "--kubeconfig", str(kubeconfig), "-o", "json"]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    (history,) = [row["attempts"] for row in explained["steps"]]
+    assert history[0]["message"].startswith(keys.RECLAIMED_MESSAGE_PREFIX)
+    reclaims = [e for e in explained["events"] if e["reason"] == "Reclaimed"]
+    assert {e["involvedObject"]["kind"] for e in reclaims} == {"Pod", "Workflow"}
 
 
 def fail_on_its_own(core: CoreV1Api, pod: Json) -> None:
