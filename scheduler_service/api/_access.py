@@ -6,15 +6,13 @@ the request, so each namespace is asked about once (the Authorizer may cache acr
 
 from __future__ import annotations
 
-from scheduler_service.api._contract import Authorizer, AuthUnavailable, User
+from scheduler_service.api._contract import Authorizer, AuthUnavailable, Permission, User
 from scheduler_service.api._errors import ApiError
 
 __all__ = ["ANONYMOUS", "Access", "unavailable"]
 
 ANONYMOUS = User(name="system:anonymous", groups=("system:unauthenticated",))
 """The user of every request when authentication is off (local use)."""
-
-_Question = tuple[str, str, str, str, str]
 
 
 def unavailable(exc: AuthUnavailable) -> ApiError:
@@ -36,49 +34,35 @@ class Access:
         """Ask `authorizer` about `user`, or allow everything when it is None."""
         self.user = user
         self._authorizer = authorizer
-        self._answers: dict[_Question, bool] = {}
+        self._answers: dict[Permission, bool] = {}
 
     def __repr__(self) -> str:
         mode = "authorized" if self._authorizer is not None else "everything allowed"
         return f"<Access user={self.user.name!r} ({mode}), {len(self._answers)} answers cached>"
 
-    def can(
-        self, verb: str, resource: str, *, group: str = "", namespace: str = "", name: str = ""
-    ) -> bool:
-        """Whether the user may `verb` the resource (cluster-wide when `namespace` is empty)."""
+    def can(self, permission: Permission) -> bool:
+        """Whether the user has `permission`."""
         if self._authorizer is None:
             return True
-        question = (verb, resource, group, namespace, name)
-        answer = self._answers.get(question)
+        answer = self._answers.get(permission)
         if answer is None:
             try:
-                answer = self._authorizer.allowed(
-                    self.user,
-                    verb=verb,
-                    resource=resource,
-                    group=group,
-                    namespace=namespace,
-                    name=name,
-                )
+                answer = self._authorizer.allowed(self.user, permission)
             except AuthUnavailable as exc:
                 raise unavailable(exc) from exc
-            self._answers[question] = answer
+            self._answers[permission] = answer
         return answer
 
-    def require(
-        self, verb: str, resource: str, *, group: str = "", namespace: str = "", name: str = ""
-    ) -> None:
+    def require(self, permission: Permission) -> None:
         """Raise a 403 `ApiError` that names the missing right unless the user has it."""
-        if self.can(verb, resource, group=group, namespace=namespace, name=name):
+        if self.can(permission):
             return
-        what = f"{resource}.{group}" if group else resource
-        if name:
-            what = f"{what} {name}"
-        where = f"in namespace {namespace}" if namespace else "cluster-wide"
-        grant = "a RoleBinding in that namespace" if namespace else "a ClusterRoleBinding"
+        grant = (
+            "a RoleBinding in that namespace" if permission.namespace else "a ClusterRoleBinding"
+        )
         raise ApiError(
             403,
-            f"user {self.user.name} may not {verb} {what} {where}; ask a cluster administrator "
-            f"for {grant} that grants {verb} on {resource}"
-            + (f" in API group {group}" if group else ""),
+            f"user {self.user.name} may not {permission}; ask a cluster administrator for "
+            f"{grant} that grants {permission.verb} on {permission.resource}"
+            + (f" in API group {permission.group}" if permission.group else ""),
         )

@@ -20,6 +20,7 @@ __all__ = [
     "AuthUnavailable",
     "Authorizer",
     "ClusterStatus",
+    "Permission",
     "User",
     "Webhooks",
     "WorkloadPods",
@@ -64,6 +65,32 @@ class User:
     extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One RBAC question: may a user `verb` this resource? As a SubjectAccessReview asks it.
+
+    An empty `namespace` asks cluster-wide; an empty `name`, about every object of the resource.
+    """
+
+    verb: str
+    resource: str
+    group: str = ""
+    """The resource's API group ("" for the core group: pods, nodes)."""
+    namespace: str = ""
+    name: str = ""
+    subresource: str = ""
+
+    def __str__(self) -> str:
+        """How a user reads it: "list pods in namespace team-a", "get queues.aistack.io org"."""
+        what = f"{self.resource}.{self.group}" if self.group else self.resource
+        if self.subresource:
+            what = f"{what}/{self.subresource}"
+        if self.name:
+            what = f"{what} {self.name}"
+        where = f"in namespace {self.namespace}" if self.namespace else "cluster-wide"
+        return f"{self.verb} {what} {where}"
+
+
 class AuthUnavailable(Exception):  # noqa: N818 - it names a state, not a programming error
     """The Authorizer could not ask the API server (unreachable, or the service lacks the right).
 
@@ -81,18 +108,8 @@ class Authorizer(Protocol):
     def authenticate(self, token: str) -> User | None:
         """The user behind a bearer token, or None if the API server does not accept it."""
 
-    def allowed(
-        self,
-        user: User,
-        *,
-        verb: str,
-        resource: str,
-        group: str = "",
-        namespace: str = "",
-        name: str = "",
-        subresource: str = "",
-    ) -> bool:
-        """Whether RBAC lets `user` do `verb` on the resource (cluster-wide if no namespace)."""
+    def allowed(self, user: User, permission: Permission) -> bool:
+        """Whether RBAC grants `user` the `permission`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from scheduler_service.api._contract import Permission
 from scheduler_service.api._deps import AccessDep, ActionsDep, ViewDep
 from scheduler_service.api._errors import ApiError, error_responses
 from scheduler_service.api._models import Explanation, NodeView, QueueView, WorkloadView
@@ -33,14 +34,14 @@ def list_queues(view: ViewDep, access: AccessDep) -> list[QueueView]:
 
     Needs `list` on `queues.aistack.io`.
     """
-    access.require("list", "queues", group=_GROUP)
+    access.require(Permission("list", "queues", group=_GROUP))
     return view.queue_views()
 
 
 @router.get("/queues/{name}", tags=["queues"], summary="Get a queue", responses=_NAMED)
 def get_queue(name: str, view: ViewDep, access: AccessDep) -> QueueView:
     """One queue. Needs `get` on `queues.aistack.io`."""
-    access.require("get", "queues", group=_GROUP, name=name)
+    access.require(Permission("get", "queues", group=_GROUP, name=name))
     queue = view.queues.get(name)
     if queue is None:
         raise ApiError(404, f"no queue named {name!r}; list the queues with GET /api/v1/queues")
@@ -71,7 +72,7 @@ def list_workloads(
     left out of the answer.
     """
     if namespace is not None:
-        access.require("list", "pods", namespace=namespace)
+        access.require(Permission("list", "pods", namespace=namespace))
     chosen = []
     for workload in view.workloads.values():
         if queue is not None and workload.queue != queue:
@@ -83,7 +84,7 @@ def list_workloads(
             continue
         if namespace is not None and pods.namespace != namespace:
             continue
-        if access.can("list", "pods", namespace=pods.namespace):
+        if access.can(Permission("list", "pods", namespace=pods.namespace)):
             chosen.append(workload)
     chosen.sort(key=lambda w: (view.pods_of(w.name).namespace, w.name))
     return [view.workload_view(w) for w in chosen]
@@ -101,7 +102,7 @@ def get_workflow(namespace: str, name: str, view: ViewDep, access: AccessDep) ->
     Each is pending (with its reason), running or evicting. The Argo UI's workflow link leads
     here. Needs `list pods` in the namespace.
     """
-    access.require("list", "pods", namespace=namespace)
+    access.require(Permission("list", "pods", namespace=namespace))
     found = [
         view.workload_view(w)
         for w in view.workloads.values()
@@ -134,7 +135,7 @@ def _find(view: ClusterView, namespace: str, name: str) -> Workload:
 )
 def get_workload(namespace: str, name: str, view: ViewDep, access: AccessDep) -> WorkloadView:
     """One workload, by its name or the name of any of its pods. Needs `get pods` there."""
-    access.require("get", "pods", namespace=namespace)
+    access.require(Permission("get", "pods", namespace=namespace))
     return view.workload_view(_find(view, namespace, name))
 
 
@@ -153,7 +154,7 @@ def delete_workload(
 
     Named by the workload's name or the name of any of its pods. Needs `delete pods` there.
     """
-    access.require("delete", "pods", namespace=namespace)
+    access.require(Permission("delete", "pods", namespace=namespace))
     workload = _find(view, namespace, name)
     try:
         actions.delete_workload(workload.name)
@@ -168,14 +169,14 @@ def delete_workload(
 @router.get("/nodes", tags=["nodes"], summary="List nodes")
 def list_nodes(view: ViewDep, access: AccessDep) -> list[NodeView]:
     """Every node, its GPUs, and the pods and slices on each GPU. Needs `list nodes`."""
-    access.require("list", "nodes")
+    access.require(Permission("list", "nodes"))
     return view.node_views()
 
 
 @router.get("/nodes/{name}", tags=["nodes"], summary="Get a node", responses=_NAMED)
 def get_node(name: str, view: ViewDep, access: AccessDep) -> NodeView:
     """One node, its GPUs, and the pods and slices on each GPU. Needs `get nodes`."""
-    access.require("get", "nodes", name=name)
+    access.require(Permission("get", "nodes", name=name))
     if name not in view.nodes:
         raise ApiError(
             404,
@@ -193,7 +194,7 @@ def explain(namespace: str, pod: str, view: ViewDep, access: AccessDep) -> Expla
 
     Needs `get pods` in the namespace.
     """
-    access.require("get", "pods", namespace=namespace, name=pod)
+    access.require(Permission("get", "pods", namespace=namespace, name=pod))
     owner = view.by_pod.get((namespace, pod))
     if owner is None or owner not in view.workloads:
         raise ApiError(

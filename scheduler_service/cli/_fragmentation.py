@@ -1,7 +1,8 @@
 """`aistack sim fragmentation`: Experiment 1 (GPU fragmentation with slices) on openb.
 
     aistack sim fragmentation [--trace default] [--seeds 42-51]
-                              [--policies aistack,fgd,bestfit,random] [--data DIR]
+                              [--policies aistack,fgd,bestfit,random]
+                              (also: aistack-known-mix, the ablation) [--data DIR]
                               [--nodes gpu_node] [--workers 2] [--out DIR]
 
 Progress goes to stderr, the table to stdout; `fragmentation_<trace>.json` and
@@ -22,7 +23,7 @@ from scheduler_service.sim._frag_report import (
     write_json,
     write_plot,
 )
-from scheduler_service.sim._fragmentation import POLICIES
+from scheduler_service.sim._fragmentation import ALL_POLICIES, POLICIES
 from scheduler_service.sim._openb import (
     DEFAULT_DATA,
     TraceError,
@@ -50,7 +51,11 @@ def add_fragmentation_parser(
     )
     parser.add_argument("--trace", default="default", help="pod list: default, gpushare40, ...")
     parser.add_argument("--seeds", default="42-51", help="e.g. 42-51 or 42,43")
-    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated")
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated, from {', '.join(ALL_POLICIES)}",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the openb data folder")
     parser.add_argument("--nodes", default="gpu_node", help="node list: gpu_node or all_node")
     parser.add_argument(
@@ -78,9 +83,10 @@ def run_fragmentation_command(args: argparse.Namespace) -> int:
     try:
         seeds = parse_seeds(args.seeds)
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        unknown = [p for p in policies if p not in POLICIES]
+        unknown = [p for p in policies if p not in ALL_POLICIES]
         if unknown or not policies:
-            raise ValueError(f"--policies: unknown {unknown}; choose from {', '.join(POLICIES)}")
+            choices = ", ".join(ALL_POLICIES)
+            raise ValueError(f"--policies: unknown {unknown}; choose from {choices}")
         nodes = load_nodes(args.data / f"openb_node_list_{args.nodes}.csv")
         pods = load_pods(pod_list_path(args.data, args.trace))
     except (ValueError, TraceError) as error:

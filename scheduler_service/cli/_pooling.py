@@ -3,6 +3,7 @@
     aistack sim pooling [--data DIR] [--load native|0.5|0.7|0.9 ...]
                         [--policies static,fifo,aistack] [--checkpoint-minutes 30]
                         [--cycle-seconds 60] [--limit-jobs N] [--check-plans] [--out DIR]
+                        [--periods N [--period K]]
                         [--vc-nodes VC=N,...] [--quota VC=GPUS,...]
                         [--faults-seed N [--patch-failure P] [--pod-crash P]]
 
@@ -25,8 +26,8 @@ import time
 from pathlib import Path
 
 from scheduler_service.cli._faults import add_fault_arguments, faults_from, replay_command
-from scheduler_service.sim._inputs import SimulationError
-from scheduler_service.sim._philly import TraceError, load_philly
+from scheduler_service.sim._inputs import EngineSettings, Faults, SimulationError
+from scheduler_service.sim._philly import PhillyTrace, TraceError, load_philly
 from scheduler_service.sim._pooling import POLICIES, WhatIf, scale_cluster
 from scheduler_service.sim._pooling_report import (
     LoadResult,
@@ -34,7 +35,6 @@ from scheduler_service.sim._pooling_report import (
     run_pooling,
     write_outputs,
 )
-from scheduler_service.sim._replay import ReplaySettings
 
 __all__ = ["add_pooling_parser", "run_pooling_command"]
 
@@ -63,6 +63,17 @@ def add_pooling_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--cycle-seconds", type=float, default=60.0)
     parser.add_argument("--grace-seconds", type=float, default=30.0)
     parser.add_argument("--limit-jobs", type=int, default=None, help="the first N jobs only")
+    parser.add_argument(
+        "--periods",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cut the trace into N consecutive periods of equal job counts and replay each "
+        "on its own (results in --out/period-K), to check results on parts not tuned to",
+    )
+    parser.add_argument(
+        "--period", type=int, default=None, metavar="K", help="with --periods, only the K-th"
+    )
     parser.add_argument(
         "--check-plans", action="store_true", help="check every plan's invariants (slower)"
     )
@@ -95,7 +106,7 @@ def run_pooling_command(args: argparse.Namespace) -> int:
         if unknown or not policies:
             raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
         faults = faults_from(args)
-        settings = ReplaySettings(
+        settings = EngineSettings(
             cycle_seconds=args.cycle_seconds,
             eviction_grace_seconds=args.grace_seconds,
             checkpoint_seconds=args.checkpoint_minutes * 60 if args.checkpoint_minutes else None,
@@ -103,9 +114,15 @@ def run_pooling_command(args: argparse.Namespace) -> int:
             check_plans=args.check_plans or faults is not None,
         )
         trace = load_philly(args.data, limit_jobs=args.limit_jobs)
+        parts = list(enumerate(trace.periods(args.periods), start=1))
+        if args.period is not None:
+            if not 1 <= args.period <= args.periods:
+                raise ValueError(f"--period {args.period}: give 1 to {args.periods} (--periods)")
+            parts = [parts[args.period - 1]]
         what_if = WhatIf(vc_nodes=args.vc_nodes, quotas=args.quota)
-        for load in loads:
-            scale_cluster(trace, load, what_if)  # a what-if that cannot be fails here, at once
+        for _, part in parts:
+            for load in loads:
+                scale_cluster(part, load, what_if)  # a what-if that cannot be fails at once
     except (ValueError, TraceError) as error:
         print(f"aistack: error: {error}", file=sys.stderr)
         return 2
@@ -128,6 +145,39 @@ def run_pooling_command(args: argparse.Namespace) -> int:
         "faults": None if faults is None else repr(faults),
         "what_if": {"vc_nodes": dict(args.vc_nodes), "quotas": dict(args.quota)},
     }
+    for index, part in parts:
+        if args.periods > 1:
+            print(f"period {index}/{args.periods}: {part.label}, {len(part.jobs):,} jobs\n")
+        status = _run_part(
+            args,
+            part,
+            index=index,
+            loads=loads,
+            policies=policies,
+            settings=settings,
+            faults=faults,
+            meta=meta,
+        )
+        if status:
+            return status
+    return 0
+
+
+def _run_part(
+    args: argparse.Namespace,
+    trace: PhillyTrace,
+    *,
+    index: int,
+    loads: list[float | None],
+    policies: list[str],
+    settings: EngineSettings,
+    faults: Faults | None,
+    meta: dict[str, object],
+) -> int:
+    """Every load of one period (the `index`-th, or the whole trace); the exit status."""
+    out = args.out if args.periods == 1 else args.out / f"period-{index}"
+    what_if = WhatIf(vc_nodes=args.vc_nodes, quotas=args.quota)
+    meta = {**meta, "period": trace.label, "period_jobs": len(trace.jobs)}
     results: list[LoadResult] = []
     for load in loads:  # one load at a time, so a long run leaves every finished load on disk
         try:
@@ -145,18 +195,18 @@ def run_pooling_command(args: argparse.Namespace) -> int:
         except SimulationError as error:
             print(
                 f"aistack: the simulation stopped (a scheduler bug):\n{error}\n"
-                f"replay it with: {replay_command(_arguments(args, load))}",
+                f"replay it with: {replay_command(_arguments(args, load, index))}",
                 file=sys.stderr,
             )
             return 1
         print(render_table(results[-1:]), end="", flush=True)
-        for path in write_outputs(results, args.out, meta=meta):
+        for path in write_outputs(results, out, meta=meta):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
-def _arguments(args: argparse.Namespace, load: float | None) -> list[str]:
-    """The arguments of `aistack` that replay `args` at one `load` (None: native)."""
+def _arguments(args: argparse.Namespace, load: float | None, period: int) -> list[str]:
+    """The arguments of `aistack` that replay `args` at one `load` (None: native), one period."""
     arguments = [
         "sim",
         "pooling",
@@ -180,6 +230,8 @@ def _arguments(args: argparse.Namespace, load: float | None) -> list[str]:
     ]
     if args.limit_jobs is not None:
         arguments += ["--limit-jobs", str(args.limit_jobs)]
+    if args.periods > 1:
+        arguments += ["--periods", str(args.periods), "--period", str(period)]
     for option, counts in (("--vc-nodes", args.vc_nodes), ("--quota", args.quota)):
         if counts:
             arguments += [option, ",".join(f"{vc}={count}" for vc, count in counts.items())]

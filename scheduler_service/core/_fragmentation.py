@@ -30,25 +30,15 @@ Units: GPU shares in percent of one GPU (as `GpuState.free_compute`), CPU in mil
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Iterable
 from itertools import accumulate
 
 from scheduler_service.core._model import Request, Workload
-from scheduler_service.core._state import NodeState
+from scheduler_service.core._state import Signature
 
-__all__ = ["MAIN_SHARE", "Fragmentation", "ShapeMix", "Signature", "signature"]
+__all__ = ["LOOKAHEAD", "MAIN_SHARE", "Fragmentation", "ShapeMix"]
 
 _FULL = 100
-
-Signature = tuple[str, int, tuple[int, ...]]
-"""A node's (GPU model, free CPU milli, sorted free compute percent of each GPU)."""
-
-
-def signature(node: NodeState) -> Signature:
-    """What a node's fragmentation depends on. A GPU whose memory is gone counts as full."""
-    frees = sorted(g.free_compute if g.free_memory_mib else 0 for g in node.gpus)
-    return (node.node.gpu_model, node.free_cpu_milli, tuple(frees))
 
 
 class ShapeMix:
@@ -62,10 +52,10 @@ class ShapeMix:
     """
 
     def __init__(
-        self, shapes: Iterable[tuple[Request, tuple[str, ...], int]], *, by_demand: bool = False
+        self, shapes: Iterable[tuple[Request, tuple[str, ...], float]], *, by_demand: bool = False
     ) -> None:
         """Count `(request, acceptable models, pods)` entries; the weights sum to 1."""
-        counts: Counter[tuple[int, int, tuple[str, ...], int]] = Counter()
+        counts: dict[tuple[int, int, tuple[str, ...], int], float] = {}
         for request, models, pods in shapes:
             if request.is_slice:
                 gpus, per_gpu = 1, request.gpu_compute_percent
@@ -73,9 +63,8 @@ class ShapeMix:
                 gpus, per_gpu = request.gpus, _FULL
             else:
                 continue
-            counts[gpus, per_gpu, models, request.cpu_milli] += pods * (
-                gpus * per_gpu if by_demand else 1
-            )
+            key = (gpus, per_gpu, models, request.cpu_milli)
+            counts[key] = counts.get(key, 0.0) + pods * (gpus * per_gpu if by_demand else 1)
         total = sum(counts.values()) or 1
         grouped: dict[tuple[int, int, tuple[str, ...]], list[tuple[int, float]]] = {}
         for (gpus, per_gpu, models, cpu), weight in counts.items():
@@ -99,39 +88,48 @@ class ShapeMix:
         return _evaluate(self.profile(model, frees), free_cpu)
 
     def profile(self, model: str, frees: tuple[int, ...]) -> Profile:
-        """The fragmentation of a node with these GPUs, as a function of its free CPU.
+        """The fragmentation of a node with these GPUs, as a step function of its free CPU.
 
         Every shape strands the node's whole free capacity except the shapes that fit its GPUs
-        and its CPU; those strand only the GPUs below their per-GPU demand. So fragmentation is
-        `stranded - sum(share admitted by CPU x capacity it could use)` over the groups that
-        fit the GPUs and could use some capacity: `(stranded, [(cpus, cumulative, usable)])`.
+        and its CPU; those strand only the GPUs below their per-GPU demand. So fragmentation
+        starts at `stranded` (every shape's weight x free capacity) and drops, at each CPU
+        demand of a shape that fits the GPUs, by that shape's weight x the capacity it could
+        use: `(points, values)`, where a node with free CPU `c` has fragmentation
+        `values[bisect_right(points, c)]`.
         """
         total = sum(frees)
         if not total:
-            return 0.0, []
+            return _NONE
         whole = len(frees) - bisect_left(frees, _FULL)
         largest = frees[-1]
         below = list(accumulate(frees, initial=0))  # below[i]: free share of the i emptiest GPUs
         stranded = 0.0
-        usable: list[tuple[list[int], list[float], float]] = []
+        drops: dict[int, float] = {}
         for gpus, per_gpu, models, cpus, cumulative in self.groups:
             stranded += cumulative[-1] * total
             if models and model not in models:
                 continue
             if largest >= per_gpu if per_gpu < _FULL else whole >= gpus:
-                usable.append((cpus, cumulative, total - below[bisect_left(frees, per_gpu)]))
-        return stranded, usable
+                usable = total - below[bisect_left(frees, per_gpu)]
+                for i, cpu in enumerate(cpus):
+                    drop = (cumulative[i + 1] - cumulative[i]) * usable
+                    drops[cpu] = drops.get(cpu, 0.0) + drop
+        points = sorted(drops)
+        values = [stranded]
+        for cpu in points:
+            values.append(values[-1] - drops[cpu])
+        return points, values
 
 
-Profile = tuple[float, list[tuple[list[int], list[float], float]]]
-"""`ShapeMix.profile`: a node's fragmentation for its GPUs, to evaluate at a free CPU."""
+Profile = tuple[list[int], list[float]]
+"""`ShapeMix.profile`: a node's fragmentation for its GPUs, as a step function of free CPU."""
+
+_NONE: Profile = ([], [0.0])
 
 
 def _evaluate(profile: Profile, free_cpu: int) -> float:
-    stranded, usable = profile
-    for cpus, cumulative, capacity in usable:
-        stranded -= cumulative[bisect_right(cpus, free_cpu)] * capacity
-    return stranded
+    points, values = profile
+    return values[bisect_right(points, free_cpu)]
 
 
 def _take(frees: tuple[int, ...], gpus: int, per_gpu: int) -> tuple[int, ...] | None:
@@ -151,6 +149,10 @@ def _take(frees: tuple[int, ...], gpus: int, per_gpu: int) -> tuple[int, ...] | 
         return None
     return (0,) * gpus + frees[:at] + frees[at + gpus :]
 
+
+LOOKAHEAD = 2
+"""How many pods ahead the cycle scores a node (see the module docstring and
+docs/results.md, where one, two and three pods ahead are measured)."""
 
 MAIN_SHARE = 0.05
 """Beyond the first pod, the lookahead follows only shapes with at least this share of the mix.

@@ -421,16 +421,16 @@ def _check_queues(
         _add(world, removed, victim, victim.allocation)
         if eviction.cause is not EvictionCause.RECLAIM:
             continue
-        _add(world, reclaimed, victim, victim.allocation)
         pool = world.pool_of(victim.allocation)
         beneficiary = world.workloads.get(eviction.beneficiary)
-        # Queues shared with the beneficiary keep the GPUs in the family: not a reclaim for them.
+        # Queues shared with the beneficiary keep the GPUs in the family: not a reclaim for them,
+        # neither checked nor charged with what moves inside.
         shared = set(world.ancestry(beneficiary.queue)) if beneficiary else set()
         for queue in world.ancestry(victim.queue):
-            if queue in shared:
+            if queue in shared or pool is None:
                 break
-            if pool is not None:
-                reclaim_checks.add((queue, pool))
+            reclaimed[queue, pool] += world.charge(victim, pool)
+            reclaim_checks.add((queue, pool))
 
     found: list[Violation] = []
     after = before + added

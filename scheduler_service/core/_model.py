@@ -358,6 +358,37 @@ class Policy:
     reserve_for_gangs: bool = True
 
 
+ShapeKey = tuple[Request, tuple[str, ...]]
+"""A request and the GPU models it accepts: what the fragmentation score sees of a workload."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolHistory:
+    """What the scheduler learned of one pool's requests (`_mix.RecentRequests`), as values.
+
+    `weights` are the live, decayed weights of the shapes submitted, in units of the next
+    submission's weight; `scored` is the mix cycles score against, taken when the pool had seen
+    `scored_at` of its `submissions`.
+    """
+
+    pool: str
+    submissions: int
+    weights: tuple[tuple[ShapeKey, float], ...]
+    scored: tuple[tuple[ShapeKey, float], ...]
+    scored_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHistory:
+    """The request mix the scheduler learned from submissions, per pool (see `_mix`).
+
+    A `Scheduler` learns it as workloads are submitted; a `Snapshot` carries it so that
+    `schedule(scheduler.snapshot(), now)` scores placements exactly as the scheduler does.
+    """
+
+    pools: tuple[PoolHistory, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one cycle decides on. Validated on construction; order of entries is irrelevant.
@@ -371,6 +402,8 @@ class Snapshot:
     queues: tuple[Queue, ...] = ()
     workloads: tuple[Workload, ...] = ()
     policy: Policy = field(default_factory=Policy)
+    requests: RequestHistory | None = None
+    """What the scheduler learned of recent submissions; None: learn it from `workloads`."""
 
     def __post_init__(self) -> None:
         _unique("node", [n.name for n in self.nodes])

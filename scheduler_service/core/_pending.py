@@ -53,10 +53,11 @@ class Target(NamedTuple):
     """Its placement shape, as a number: equal shapes fit (or fail) on the same nodes."""
     charges: tuple[int, ...]
     """What it charges in each of `pools` (milli-GPUs)."""
-    simple: bool
-    """One pool, preemptible, no limit above its own queue: at most its queue's limit gates it."""
-    plain: bool
-    """Simple, and no limit on its queue either: no queue gate can apply."""
+    limit_only: bool
+    """One pool, preemptible, no limit above its own queue: at most its queue's limit gates it,
+    so whether it is admitted depends on its (pool, shape, charge) and that limit alone."""
+    ungated: bool
+    """Limit-only, and no limit on its queue either: no queue gate can apply."""
 
 
 class PendingIndex:
@@ -82,18 +83,21 @@ class PendingIndex:
         """The others, per queue, in queue order (`workload_order`)."""
         self.demand: dict[tuple[str, str], int] = {}
         """What the others ask, by (queue, pool), in every pool they accept (milli-GPUs)."""
-        self.not_simple: Counter[str] = Counter()
-        """Per queue, how many of its workloads are not simple (`Target.simple`)."""
-        self.not_plain: Counter[str] = Counter()
-        """Per queue, how many of its workloads are not plain (`Target.plain`)."""
-        self.simple_key: dict[str, tuple[str, int, int]] = {}
-        """Per simple workload, its (pool, shape, charge)."""
-        self.simple_shapes: dict[str, Counter[tuple[str, int, int]]] = {}
-        """Per queue, its simple workloads by (pool, shape, charge)."""
-        self.plain_needs: dict[tuple[str, str], Counter[int]] = {}
-        """Per (queue, pool), its plain workloads by charge."""
+        self.not_limit_only: Counter[str] = Counter()
+        """Per queue, how many of its workloads are not limit-only (`Target.limit_only`)."""
+        self.may_be_gated: Counter[str] = Counter()
+        """Per queue, how many of its workloads a queue gate may hold back (not
+        `Target.ungated`)."""
+        self.limit_only_key: dict[str, tuple[str, int, int]] = {}
+        """Per limit-only workload, its (pool, shape, charge)."""
+        self.limit_only_shapes: dict[str, Counter[tuple[str, int, int]]] = {}
+        """Per queue, its limit-only workloads by (pool, shape, charge)."""
+        self.ungated_needs: dict[tuple[str, str], Counter[int]] = {}
+        """Per (queue, pool), its ungated workloads by charge."""
         self.first_pools: dict[str, Counter[str]] = {}
         """Per queue, its workloads by the first pool they accept."""
+        self.multi_pool: Counter[str] = Counter()
+        """Per queue, how many of its workloads accept more than one pool."""
         self.class_of: dict[str, tuple[str, str, int]] = {}
         """Per workload, its (queue, first pool, shape): what phase 6 says of most workloads
         depends on that only."""
@@ -154,20 +158,22 @@ class PendingIndex:
         for pool, charge in zip(target.pools, target.charges, strict=True):
             _change(self.demand, (queue, pool), sign * charge)
         _change(self.first_pools.setdefault(queue, Counter()), target.pools[0], sign)
-        if not target.plain:
-            _change(self.not_plain, queue, sign)
-        if not target.simple:
-            _change(self.not_simple, queue, sign)
+        if len(target.pools) > 1:
+            _change(self.multi_pool, queue, sign)
+        if not target.ungated:
+            _change(self.may_be_gated, queue, sign)
+        if not target.limit_only:
+            _change(self.not_limit_only, queue, sign)
             return
         pool, charge = target.pools[0], target.charges[0]
         key = (pool, target.shape, charge)
         if sign > 0:
-            self.simple_key[workload.name] = key
+            self.limit_only_key[workload.name] = key
         else:
-            del self.simple_key[workload.name]
-        _change(self.simple_shapes.setdefault(queue, Counter()), key, sign)
-        if target.plain:
-            _change(self.plain_needs.setdefault((queue, pool), Counter()), charge, sign)
+            del self.limit_only_key[workload.name]
+        _change(self.limit_only_shapes.setdefault(queue, Counter()), key, sign)
+        if target.ungated:
+            _change(self.ungated_needs.setdefault((queue, pool), Counter()), charge, sign)
 
 
 def _change(counts: dict[_K, int], key: _K, by: int) -> None:

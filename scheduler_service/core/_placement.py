@@ -18,9 +18,9 @@ A chain of small steps, each with its reason for being where it is:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from scheduler_service.core._fragmentation import Fragmentation, Signature, signature
+from scheduler_service.core._fragmentation import Fragmentation
 from scheduler_service.core._model import (
     Allocation,
     GpuSlice,
@@ -29,12 +29,13 @@ from scheduler_service.core._model import (
     Request,
     Workload,
 )
-from scheduler_service.core._state import CycleState, GpuState, NodeState, PoolState
+from scheduler_service.core._state import CycleState, GpuState, NodeState, PoolState, Signature
 
 __all__ = [
     "describe_pod",
     "domain_capacity",
     "place",
+    "place_least_harm",
     "pod_capacity",
     "shape",
     "spec_fit",
@@ -117,6 +118,55 @@ def place(
     `scorer` makes the choice fragmentation-aware (step 5 of the module docstring); without
     it the tightest fit wins.
     """
+    placed = _place_in_pool(state, workload, pool, accept, scorer)
+    if placed is None:
+        return None
+    state.account(workload, pool, +1)
+    return placed[0]
+
+
+def place_least_harm(
+    state: CycleState,
+    workload: Workload,
+    pools: Sequence[str],
+    scorer_of: Callable[[str], Fragmentation | None],
+    borrowing: Callable[[str], bool],
+) -> tuple[str, Allocation] | None:
+    """Place `workload` in whichever of `pools` it harms least, and take the resources.
+
+    Each pool's best placement is found (scored with that pool's `scorer_of(pool)`) and the
+    winner is, in order: a pool where the workload stays within its queue's quota (not
+    `borrowing(pool)`: guaranteed work is never reclaimed, so it should not borrow where it
+    could own), then the least fragmentation added, then the earlier pool in `pools`. Returns
+    the pool and the allocation, taken in `state` (queue usage included), or None.
+    """
+    best: tuple[bool, float, int] | None = None
+    chosen: tuple[str, Allocation] | None = None
+    for index, pool in enumerate(pools):
+        placed = _place_in_pool(state, workload, pool, None, scorer_of(pool))
+        if placed is None:
+            continue
+        allocation, harm = placed
+        state.vacate(workload.request, allocation)
+        rank = (borrowing(pool), round(harm, 9), index)
+        if best is None or rank < best:
+            best, chosen = rank, (pool, allocation)
+    if chosen is None:
+        return None
+    pool, allocation = chosen
+    state.occupy(workload.request, allocation)
+    state.account(workload, pool, +1)
+    return chosen
+
+
+def _place_in_pool(
+    state: CycleState,
+    workload: Workload,
+    pool: str,
+    accept: NodeFilter | None,
+    scorer: Fragmentation | None,
+) -> tuple[Allocation, float] | None:
+    """`place` without the queue accounting, with the fragmentation the placement adds."""
     request = workload.request
     pool_state = state.pools[pool]
     if request.gpus and pool_state.free_whole < request.gpus * workload.pods:
@@ -127,14 +177,11 @@ def place(
 
     wish = workload.topology
     if wish is None or workload.pods == 1:
-        allocation = _place_pods(state, workload, pool_state, base, scorer)
-    else:
-        allocation = _place_in_domain(state, workload, pool_state, base, wish.level, scorer=scorer)
-        if allocation is None and not wish.required:
-            allocation = _place_pods(state, workload, pool_state, base, scorer)
-    if allocation is not None:
-        state.account(workload, pool, +1)
-    return allocation
+        return _place_pods(state, workload, pool_state, base, scorer)
+    placed = _place_in_domain(state, workload, pool_state, base, wish.level, scorer=scorer)
+    if placed is None and not wish.required:
+        placed = _place_pods(state, workload, pool_state, base, scorer)
+    return placed
 
 
 def domain_capacity(
@@ -161,7 +208,7 @@ def _place_in_domain(
     level: str,
     *,
     scorer: Fragmentation | None,
-) -> Allocation | None:
+) -> tuple[Allocation, float] | None:
     capacity = domain_capacity(state, workload, pool.name, level, base)
     fitting = sorted((pods, domain) for domain, pods in capacity.items() if pods >= workload.pods)
     for _, domain in fitting[:_DOMAIN_TRIES]:
@@ -169,9 +216,9 @@ def _place_in_domain(
         def inside(node: NodeState, domain: str = domain) -> bool:
             return base(node) and node.domain(level) == domain
 
-        allocation = _place_pods(state, workload, pool, inside, scorer)
-        if allocation is not None:
-            return allocation
+        placed = _place_pods(state, workload, pool, inside, scorer)
+        if placed is not None:
+            return placed
     return None
 
 
@@ -181,19 +228,23 @@ def _place_pods(
     pool: PoolState,
     accept: NodeFilter,
     scorer: Fragmentation | None,
-) -> Allocation | None:
+) -> tuple[Allocation, float] | None:
+    """Every pod of `workload` in `pool`, taken, with the fragmentation it adds; or nothing."""
     placed: list[PodAllocation] = []
+    harm = 0.0
     for _ in range(workload.pods):
         if scorer is None:
             pod = _place_pod(state, workload.request, pool, accept)
         else:
-            pod = _place_scored(state, workload.request, pool, accept, scorer)
+            scored = _place_scored(state, workload.request, pool, accept, scorer)
+            pod = None if scored is None else scored[1]
+            harm += 0.0 if scored is None else scored[0]
         if pod is None:
             state.vacate(workload.request, tuple(placed))
             return None
         state.occupy(workload.request, (pod,))
         placed.append(pod)
-    return tuple(placed)
+    return tuple(placed), harm
 
 
 def _place_pod(
@@ -243,87 +294,82 @@ def _place_slice(
 
 def _place_scored(
     state: CycleState, request: Request, pool: PoolState, accept: NodeFilter, scorer: Fragmentation
-) -> PodAllocation | None:
+) -> tuple[float, PodAllocation] | None:
     """Step 5: the placement that raises fragmentation least, ties to the tightest fit.
 
-    Every candidate of the pool is scored (a shared GPU, a fresh GPU per node, a node) by its
-    signature, cached in `scorer`. An untouched node scores and ranks exactly like an earlier
-    untouched node of the same model, CPU and GPU count that fitted, so it is skipped: on a
-    large, mostly idle cluster that is most nodes.
+    Returns the fragmentation it adds (the gradient) and the pod's placement, not taken.
+    A node's score depends only on its signature, so each group of nodes with one signature
+    (`PoolState.signatures`) is scored once, for each GPU share it could take a slice from,
+    and only the best group's nodes are looked at, lowest id first, for one that fits (its
+    memory, the node filter). Ranks: slices by (gradient, the GPU's free share, whole GPUs
+    left on the node, GPU id), others by (gradient, whole GPUs free, node id); ids make the
+    order total, so the result does not depend on the order groups are visited in.
     """
-    keys: dict[int, Signature | None] = {}
-    seen: set[tuple[str, int, int]] = set()
-
-    def key_of(node: NodeState) -> Signature | None:
-        if node.id not in keys:
-            fits = _cpu_memory_fit(node, request) and accept(node)
-            keys[node.id] = signature(node) if fits else None
-        return keys[node.id]
-
-    def fresh(at_least: int) -> Iterable[tuple[NodeState, Signature]]:
-        for node in _nodes_by_free_whole(state, pool, at_least):
-            spec = node.node
-            untouched = (
-                node.free_whole == len(node.gpus)
-                and node.free_cpu_milli == spec.cpu_milli
-                and node.free_memory_mib == spec.memory_mib
-            )
-            twin = (spec.gpu_model, spec.cpu_milli, len(node.gpus))
-            if untouched and twin in seen:
-                continue
-            key = key_of(node)
-            if key is not None:
-                if untouched:
-                    seen.add(twin)
-                yield node, key
-
     cpu = request.cpu_milli
+    need = request.gpu_compute_percent if request.is_slice else _FULL
+    take = need if request.is_slice or request.gpus else 0
     best: tuple[float, int, int, int] | None = None
-    where: NodeState | None = None
-    chosen: GpuState | None = None
-    if request.is_slice:
-        need = request.gpu_compute_percent
-        for free in range(need, _FULL):
-            for gpu_id in pool.partial[free]:
-                gpu = state.gpus[gpu_id]
-                node = state.nodes[gpu.node]
-                key = key_of(node)
-                if key is None or gpu.free_memory_mib < request.gpu_memory_mib:
-                    continue
-                gradient = round(scorer.gradient(key, cpu, need, free), 9)
-                rank = (gradient, free, node.free_whole, gpu_id)
-                if best is None or rank < best:
-                    best, where, chosen = rank, node, gpu
-        for node, key in fresh(1):
-            spare = _fresh_gpu(node, request.gpu_memory_mib)
-            if spare is None:
+    found: PodAllocation | None = None
+    options: list[tuple[float, int, Signature]] = []
+    for key in pool.signatures:
+        if key[1] < cpu:
+            continue
+        frees = key[2]
+        if request.is_slice:
+            shares = sorted({f for f in frees if f >= need})
+        elif request.gpus:
+            shares = [_FULL] if frees.count(_FULL) >= request.gpus else []
+        else:
+            shares = [0]
+        for share in shares:
+            count = request.gpus if take == _FULL and not request.is_slice else share
+            gradient = round(scorer.gradient(key, cpu, take, count), 9)
+            options.append((gradient, share, key))
+    options.sort()
+    for gradient, share, key in options:
+        if best is not None and gradient > best[0]:
+            break
+        for node_id in pool.signatures[key]:
+            node = state.nodes[node_id]
+            if not (_cpu_memory_fit(node, request) and accept(node)):
                 continue
-            rank = (
-                round(scorer.gradient(key, cpu, need, _FULL), 9),
-                _FULL,
-                node.free_whole,
-                spare.id,
-            )
-            if best is None or rank < best:
-                best, where, chosen = rank, node, spare
-        if where is None or chosen is None:
-            return None
-        share = GpuSlice(memory_mib=request.gpu_memory_mib, compute_percent=need)
-        return PodAllocation(node=where.node.name, gpus=(chosen.uuid,), slice=share)
-    take = _FULL if request.gpus else 0
-    for node, key in fresh(request.gpus):
-        rank = (
-            round(scorer.gradient(key, cpu, take, request.gpus), 9),
-            node.free_whole,
-            0,
-            node.id,
-        )
-        if best is None or rank < best:
-            best, where = rank, node
-    if where is None:
+            if request.is_slice:
+                gpu = _slice_gpu(node, request, share)
+                if gpu is None:
+                    continue
+                rank = (gradient, share, node.free_whole, gpu.id)
+                if best is None or rank < best:
+                    slice_ = GpuSlice(memory_mib=request.gpu_memory_mib, compute_percent=need)
+                    best = rank
+                    found = PodAllocation(node=node.node.name, gpus=(gpu.uuid,), slice=slice_)
+            else:
+                rank = (gradient, node.free_whole, 0, node.id)
+                if best is None or rank < best:
+                    gpus = _pick_whole(node, request.gpus) if request.gpus else []
+                    best = rank
+                    found = PodAllocation(node=node.node.name, gpus=tuple(g.uuid for g in gpus))
+            break  # the group's later nodes rank after this one
+    if best is None or found is None:
         return None
-    gpus = _pick_whole(where, request.gpus) if request.gpus else []
-    return PodAllocation(node=where.node.name, gpus=tuple(g.uuid for g in gpus))
+    return best[0], found
+
+
+def _slice_gpu(node: NodeState, request: Request, share: int) -> GpuState | None:
+    """The GPU of `node` a slice takes from a GPU with `share` percent free, or None.
+
+    A fresh GPU (`share` 100) as `_fresh_gpu` picks it; a shared one, the first by index with
+    that share free and the slice's memory.
+    """
+    if share == _FULL:
+        return _fresh_gpu(node, request.gpu_memory_mib)
+    for gpu in node.gpus:
+        if (
+            gpu.holders
+            and gpu.free_compute == share
+            and gpu.free_memory_mib >= request.gpu_memory_mib
+        ):
+            return gpu
+    return None
 
 
 def _fresh_gpu(node: NodeState, memory_mib: int) -> GpuState | None:

@@ -78,7 +78,7 @@ class Scheduler:
             raise SchedulerError(f"submit {workload.name!r}: a new workload must be pending")
         if workload.name in world.pending or workload.name in world.placed:
             raise SchedulerError(f"submit {workload.name!r}: a workload of that name exists")
-        world.add_pending(workload)
+        world.submit(workload)
 
     def started(self, name: str, allocation: Allocation, now: float) -> None:
         """A pending workload now runs on `allocation` (the driver carried out an admission)."""
@@ -151,15 +151,19 @@ class Scheduler:
 
     # -- decisions ------------------------------------------------------------------------
 
-    def cycle(self, now: float, *, explain: bool = True) -> Plan:
+    def cycle(self, now: float, *, explain: bool = True, shortcuts: bool = True) -> Plan:
         """One scheduling cycle; equal to `schedule(self.snapshot(), now)`. Changes nothing.
 
         With `explain` False the cycle skips phase 6 and the plan's `pending` is empty; its
         admissions, evictions, reservations and shares are the same. For callers that act on
         the decisions and never show the reasons, such as a trace replay: phase 6 gives every
         waiting workload its reason, so it costs time in what waits, cycle after cycle.
+
+        With `shortcuts` False the cycle skips nothing it could prove useless and searches,
+        sorts and scans the long way: the same plan, slower. For tests that check the
+        shortcuts against the naive algorithm.
         """
-        return run_cycle(self._current(), now, explain=explain)
+        return run_cycle(self._current(), now, explain=explain, shortcuts=shortcuts)
 
     def snapshot(self) -> Snapshot:
         """Everything the scheduler knows, as a snapshot."""

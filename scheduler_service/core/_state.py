@@ -7,7 +7,10 @@ back, never a copy of the world.
 
 Indexes keep placement cheap on large clusters: per pool, nodes are bucketed by their number
 of whole free GPUs, and partly used GPUs by their free compute percent, so finding the
-tightest fit scans a handful of buckets instead of every node.
+tightest fit scans a handful of buckets instead of every node; and nodes are grouped by their
+*signature* (GPU model, free CPU, sorted free compute of their GPUs), which is all a
+fragmentation score depends on, so scoring a pod costs one score per distinct signature (a
+few on a cluster of identical nodes) rather than one per node.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from scheduler_service.core._model import (
     WorkloadState,
 )
 
-__all__ = ["CycleState", "GpuState", "NodeState", "PoolState", "QueueUsage"]
+__all__ = ["CycleState", "GpuState", "NodeState", "PoolState", "QueueUsage", "Signature"]
 
 _FULL = 100
+
+Signature = tuple[str, int, tuple[int, ...]]
+"""A node's (GPU model, free CPU milli, sorted free compute percent of each GPU); a GPU whose
+memory is gone counts as full. What a node's fragmentation depends on (`_fragmentation`)."""
 
 
 class GpuState:
@@ -84,6 +91,7 @@ class NodeState:
         "node",
         "reserved_for",
         "schedulable",
+        "signature",
     )
 
     def __init__(self, node_id: int, node: Node, gpus: list[GpuState]) -> None:
@@ -96,6 +104,12 @@ class NodeState:
         self.schedulable = node.ready
         self.reserved_for: str | None = None
         self.domains: dict[str, str | None] = {}
+        self.signature: Signature = self.current_signature()
+
+    def current_signature(self) -> Signature:
+        """The node's signature as its resources stand now."""
+        frees = sorted(g.free_compute if g.free_memory_mib else 0 for g in self.gpus)
+        return (self.node.gpu_model, self.free_cpu_milli, tuple(frees))
 
     def domain(self, level: str) -> str | None:
         """The node's domain at `level` (cached per cycle)."""
@@ -126,6 +140,8 @@ class PoolState:
     whole: list[list[int]] = field(default_factory=list)
     # partial[c] holds the ids of shared GPUs with c percent of compute free, sorted.
     partial: list[list[int]] = field(default_factory=lambda: [[] for _ in range(_FULL)])
+    # signatures maps each signature of the pool's schedulable nodes to their ids, sorted.
+    signatures: dict[Signature, list[int]] = field(default_factory=dict)
     capacity_milli: int = 0
     free_whole: int = 0
     gpu_memory_mib: int = 0
@@ -207,13 +223,16 @@ class CycleState:
         for pool_state in self.pools.values():
             pool_state.free_whole = 0
             pool_state.whole = []
+            pool_state.signatures = {}
             for node_id in pool_state.nodes:
                 node = self.nodes[node_id]
                 node.free_whole = sum(1 for g in node.gpus if g.holders == 0)
+                node.signature = node.current_signature()
                 if not node.schedulable:
                     continue
                 pool_state.free_whole += node.free_whole
                 pool_state.whole_bucket(node.free_whole).append(node_id)
+                pool_state.signatures.setdefault(node.signature, []).append(node_id)
                 for gpu in node.gpus:
                     bucket = gpu.partial_key()
                     if bucket is not None:
@@ -356,6 +375,7 @@ class CycleState:
                     )
             if node.free_whole != whole_before:
                 self._move_node(node, whole_before)
+            self._resign(node)
 
     def _change_gpu(
         self, node: NodeState, gpu: GpuState, compute: int, memory: int, sign: int
@@ -384,6 +404,23 @@ class CycleState:
         pool = self.pools[node.node.pool]
         _discard(pool.whole[whole_before], node.id)
         insort(pool.whole_bucket(node.free_whole), node.id)
+
+    def _resign(self, node: NodeState) -> None:
+        """Move `node` to the group of its new signature."""
+        old = node.signature
+        node.signature = new = node.current_signature()
+        if new == old or not node.schedulable:
+            return
+        groups = self.pools[node.node.pool].signatures
+        members = groups[old]
+        _discard(members, node.id)
+        if not members:
+            del groups[old]
+        found = groups.get(new)
+        if found is None:
+            groups[new] = [node.id]
+        else:
+            insort(found, node.id)
 
     def free_milli(self, pool: str) -> int:
         """Free GPU capacity of a pool in milli-GPUs, counting shared GPUs' free compute."""

@@ -12,7 +12,11 @@ The search runs on the live cycle state and leaves it as it found it:
    still eligible there went is passed over, for its victims would be dropped in step 2 anyway
    and, released first, they would use up what their queues may give (a queue that may give
    one 8-GPU job would give it as a 2-GPU job on a node the workload cannot use, and the
-   search would fail with a fitting victim left untried);
+   search would fail with a fitting victim left untried); and when a node's victims, taken
+   one by one as their queues allow, still leave it unable to hold one pod, they are put back
+   (those wholly on that node) before the next node: what a queue may give is limited (never
+   below its quota), and spent on a node that does not come free it is missing on one that
+   would;
 2. keep only victims on the nodes that placement used (the others were not needed);
 3. drop victims one at a time, most expensive first, while the workload still fits.
 
@@ -22,6 +26,7 @@ evictions are considered.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -66,6 +71,7 @@ def find_victims(
     eligible: Callable[[Candidate], bool],
     admissible: Callable[[], bool],
     on_node: Mapping[str, Sequence[Candidate]] | None = None,
+    restored: Callable[[], None] | None = None,
 ) -> VictimSearch | None:
     """Search victims for `workload` in `pool` among `candidates`, group by group.
 
@@ -74,10 +80,10 @@ def find_victims(
 
     `eligible(c)` says whether c may be taken given what is released so far (it is asked
     lazily, so a long candidate list costs only as far as the search goes; once False it
-    stays False within a search); `admissible()` whether the workload passes its queue's gates
-    with the current what-if usage. `on_node`, every candidate by the nodes it runs on, lets
-    the search pass over nodes that cannot hold a pod (see the module docstring). The state is
-    left as it was found.
+    stays False until victims are put back, when `restored()` is called); `admissible()`
+    whether the workload passes its queue's gates with the current what-if usage. `on_node`,
+    every candidate by the nodes it runs on, lets the search pass over nodes that cannot hold
+    a pod (see the module docstring). The state is left as it was found.
     """
     usable: dict[str, bool] = {}  # node -> static_fit for the workload, asked as needed
     released_ids: set[int] = set()
@@ -113,6 +119,7 @@ def find_victims(
     for node, group in candidates:
         if not may_host(node):
             continue
+        mark = len(released)
         for candidate in _best_fit(state, workload, node, group):
             if not on_usable_node(candidate) or not eligible(candidate):
                 continue
@@ -125,10 +132,34 @@ def find_victims(
                     break
         if found is not None:
             break
+        if _stays_short(state, node, per_pod):
+            back = [c for c in released[mark:] if _only_on(c, node)]
+            if back:
+                _restore_all(state, back)
+                released_ids.difference_update(id(c) for c in back)
+                released = [c for c in released if id(c) in released_ids]
+                if restored is not None:
+                    restored()
     if found is None:
         _restore_all(state, released)
         return None
+    return _trim(state, workload, pool, released, found=found, admissible=admissible)
 
+
+def _trim(
+    state: CycleState,
+    workload: Workload,
+    pool: str,
+    released: list[Candidate],
+    *,
+    found: Allocation,
+    admissible: Callable[[], bool],
+) -> VictimSearch | None:
+    """Steps 2 and 3: keep the victims on the nodes used, then drop every one not needed.
+
+    `released` are released and the workload placed as `found`; the state is left as it was
+    before the search.
+    """
     used_nodes = {pod.node for pod in found}
     needed = [c for c in released if _on_nodes(c, used_nodes)]
     needed_ids = {id(c) for c in needed}
@@ -150,8 +181,18 @@ def find_victims(
     )
 
 
-def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder:
+def by_locality(
+    state: CycleState,
+    candidates: Iterable[Candidate],
+    gives: Mapping[str, int] | None = None,
+) -> LazyOrder:
     """Cheapest first; at equal cost, candidates on the nodes that could free the most first.
+
+    Among nodes that could free as much, those that ask the least of scarce give come first:
+    `gives` is how many GPUs each queue may give up in all (reclaim: what it holds beyond its
+    quota), and a node's strain is the largest share of a queue's give that its candidates
+    there would take. Freeing a node that takes all of a queue's give leaves nothing of that
+    queue for other nodes, where the same give would free more.
 
     Only the node order is sorted up front; each node's few candidates are sorted when the
     search gets there, which it rarely does for more than a handful of nodes. The order's
@@ -160,13 +201,16 @@ def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder
     potential: dict[str, int] = {}
     on_node: dict[str, list[Candidate]] = {}
     tiers: dict[object, dict[str, list[Candidate]]] = {}
+    taken: dict[tuple[str, str], int] = {}
     for candidate in candidates:
         allocation = candidate.workload.allocation
         assert allocation is not None
         for pod in allocation:
-            potential[pod.node] = potential.get(pod.node, 0) + max(
-                len(pod.gpus), 1 if pod.slice else 0
-            )
+            gpus = max(len(pod.gpus), 1 if pod.slice else 0)
+            potential[pod.node] = potential.get(pod.node, 0) + gpus
+            if gives is not None and candidate.accounted:
+                key = (pod.node, candidate.workload.queue)
+                taken[key] = taken.get(key, 0) + gpus
             listed = on_node.setdefault(pod.node, [])
             if not listed or listed[-1] is not candidate:
                 listed.append(candidate)
@@ -174,11 +218,16 @@ def by_locality(state: CycleState, candidates: Iterable[Candidate]) -> LazyOrder
         tier.setdefault(allocation[0].node, []).append(candidate)
     for name in potential:
         potential[name] += state.node_by_name[name].free_whole
+    strain: dict[str, float] = {}
+    for (node, queue), gpus in taken.items():
+        give = gives.get(queue, 0) if gives is not None else 0
+        share = gpus / give if give > 0 else math.inf
+        strain[node] = max(strain.get(node, 0.0), share)
 
     def generate() -> Iterator[Group]:
         for cost in sorted(tiers, key=_tier_key):
             by_node = tiers[cost]
-            for node in sorted(by_node, key=lambda n: (-potential[n], n)):
+            for node in sorted(by_node, key=lambda n: (-potential[n], strain.get(n, 0.0), n)):
                 yield node, sorted(by_node[node], key=lambda c: c.cost)
 
     return LazyOrder(generate(), on_node)
@@ -245,6 +294,20 @@ def _gpus_on(candidate: Candidate, node: str) -> int:
     allocation = candidate.workload.allocation
     assert allocation is not None
     return sum(max(len(pod.gpus), 1 if pod.slice else 0) for pod in allocation if pod.node == node)
+
+
+def _stays_short(state: CycleState, node: str, per_pod: int) -> bool:
+    """Whether `node` still cannot hold one pod of `per_pod` whole GPUs (False for slices)."""
+    return (
+        bool(per_pod)
+        and node in state.node_by_name
+        and (state.node_by_name[node].free_whole < per_pod)
+    )
+
+
+def _only_on(candidate: Candidate, node: str) -> bool:
+    assert candidate.workload.allocation is not None
+    return all(pod.node == node for pod in candidate.workload.allocation)
 
 
 def _on_nodes(candidate: Candidate, nodes: set[str]) -> bool:

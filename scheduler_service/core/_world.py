@@ -8,9 +8,12 @@ buckets are sorted, so history leaves no trace.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import NamedTuple
 
+from scheduler_service.core._fragmentation import LOOKAHEAD, Fragmentation
+from scheduler_service.core._mix import RecentRequests
 from scheduler_service.core._model import (
     Node,
     Policy,
@@ -84,7 +87,7 @@ class World:
         self.targets = Targets(self.state, self.queues)
         self._entitlements: dict[tuple[str, str], Entitlement] = {}
         self.fair_share_memo: dict[str, tuple[object, dict[str, int]]] = {}
-        """Per pool, the last fair-share inputs and result (`_Cycle._fair_shares`)."""
+        """Per pool, the last fair-share inputs and result (`_allocate.fair_share`)."""
         self._shape_ids: dict[tuple[object, ...], int] = {}
         self.reclaim_tally: dict[str, Tally] = {}
         """Per pool, every placed workload reclaim could take, whatever its runtime."""
@@ -95,12 +98,21 @@ class World:
         """The last cycle's `Pending` entries by workload, kept while their reason holds."""
         self.last_reasons: dict[Reason, Reason] = {}
         """The last cycle's shared reasons, each value once."""
+        self.recent = (
+            RecentRequests(snapshot.requests)
+            if snapshot.requests is not None
+            else RecentRequests.of_workloads(snapshot.workloads, self.usable_pools)
+        )
+        """The request mix learned from submissions, per pool (`_mix`)."""
+        self._scorers: dict[str, tuple[int, Fragmentation | None]] = {}
         self.waiting = PendingIndex(self._target_of)
         self.pending: dict[str, Workload] = self.waiting.workloads
         """Every pending workload by name (read only: `add_pending`, `remove_pending`)."""
         self.placed: dict[str, Workload] = {}
         self.placed_by_pool: dict[str, dict[str, Workload]] = {}
         self.placed_by_queue_pool: dict[tuple[str, str], dict[str, Workload]] = {}
+        self.placed_priorities: dict[tuple[str, str], Counter[int]] = {}
+        """Per queue and pool, how many placed workloads run at each priority."""
         for workload in snapshot.workloads:
             if workload.state is WorkloadState.PENDING:
                 self.add_pending(workload)
@@ -123,18 +135,37 @@ class World:
             )
         return found
 
+    def usable_pools(self, workload: Workload) -> list[str]:
+        """The pools `workload` may use (none when its target is invalid)."""
+        pools = self.targets.check(workload)
+        return [] if isinstance(pools, str) else pools
+
+    def scorer(self, pool: str) -> Fragmentation | None:
+        """The fragmentation score of `pool` against its learned mix (None: nothing seen yet).
+
+        Kept across cycles until the pool's mix is refreshed: its caches are pure functions of
+        the mix, so they stay valid, and most placements of a cycle hit them.
+        """
+        version = self.recent.version(pool)
+        found = self._scorers.get(pool)
+        if found is None or found[0] != version:
+            mix = self.recent.mix(pool)
+            scorer = None if mix is None else Fragmentation(mix, lookahead=LOOKAHEAD)
+            found = self._scorers[pool] = (version, scorer)
+        return found[1]
+
     def _target_of(self, workload: Workload) -> Target:
         """Phase 0's verdict on `workload`, with what the cycle reads of it (`Target`)."""
         pools = self.targets.check(workload)
         charges = (
             () if isinstance(pools, str) else tuple(self.state.charge(workload, p) for p in pools)
         )
-        simple = plain = False
+        limit_only = ungated = False
         if not isinstance(pools, str) and len(pools) == 1 and workload.is_preemptible:
             parent = self.queues[workload.queue].parent
-            simple = parent is None or not self.entitlement(parent, pools[0]).limited
-            plain = simple and self.entitlement(workload.queue, pools[0]).limit is None
-        return Target(pools, self.shape_id(workload), charges, simple, plain)
+            limit_only = parent is None or not self.entitlement(parent, pools[0]).limited
+            ungated = limit_only and self.entitlement(workload.queue, pools[0]).limit is None
+        return Target(pools, self.shape_id(workload), charges, limit_only, ungated)
 
     def shape_id(self, workload: Workload) -> int:
         """A number per placement shape (`_placement.shape`): equal shapes, equal numbers."""
@@ -148,6 +179,7 @@ class World:
             queues=self.queue_list,
             workloads=tuple(workloads),
             policy=self.policy,
+            requests=self.recent.history(),
         )
 
     def sorted_pending(self) -> list[Workload]:
@@ -157,8 +189,14 @@ class World:
 
     # -- incremental changes (used by Scheduler) ------------------------------------------
 
+    def submit(self, workload: Workload) -> None:
+        """A workload is submitted: it waits, and its request counts in the mix it may use."""
+        self.add_pending(workload)
+        pools = self.waiting.pools_for.get(workload.name, [])
+        self.recent.record(workload, pools)
+
     def add_pending(self, workload: Workload) -> None:
-        """A new PENDING workload."""
+        """A PENDING workload (new, or back to waiting)."""
         self.waiting.add(workload)
 
     def remove_pending(self, name: str) -> Workload:
@@ -180,6 +218,10 @@ class World:
             count_gpus(self.reclaim_tally[pool], self.state, workload, key, -1)
         del self.placed_by_pool[pool][name]
         del self.placed_by_queue_pool[workload.queue, pool][name]
+        priorities = self.placed_priorities[workload.queue, pool]
+        priorities[workload.priority] -= 1
+        if not priorities[workload.priority]:
+            del priorities[workload.priority]
         self.state.unload_one(workload)
         return workload
 
@@ -196,6 +238,7 @@ class World:
         self.placed[workload.name] = workload
         self.placed_by_pool.setdefault(pool, {})[workload.name] = workload
         self.placed_by_queue_pool.setdefault((workload.queue, pool), {})[workload.name] = workload
+        self.placed_priorities.setdefault((workload.queue, pool), Counter())[workload.priority] += 1
         key = tally_key(self.state, workload, pool)
         if key is not None:
             count_gpus(self.reclaim_tally.setdefault(pool, {}), self.state, workload, key, +1)

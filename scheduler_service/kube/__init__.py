@@ -10,7 +10,7 @@ from scheduler_service.kube._admission import KubeWebhooks, injected_env
 from scheduler_service.kube._auth import KubeAuthorizer
 from scheduler_service.kube._driver import ClusterDriver, DriverMetrics
 from scheduler_service.kube._leader import LeaseElector
-from scheduler_service.kube._ledger import Intents, Ledger
+from scheduler_service.kube._ledger import Intents, PodLedger
 from scheduler_service.kube._serve import ServeOptions, api_client, serve
 from scheduler_service.kube._settings import ServiceSettings, SettingsError, load_settings
 from scheduler_service.kube._translate import (
@@ -30,8 +30,8 @@ __all__ = [
     "KubeAuthorizer",
     "KubeWebhooks",
     "LeaseElector",
-    "Ledger",
     "NodeError",
+    "PodLedger",
     "PodRequest",
     "PodRequestError",
     "QueueError",

@@ -28,7 +28,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from scheduler_service.api import AuthUnavailable, User
+from scheduler_service.api import AuthUnavailable, Permission, User
 
 __all__ = ["AccessReviews", "KubeAuthorizer", "TokenReviews"]
 
@@ -163,29 +163,14 @@ class KubeAuthorizer:
         self._users.put(key, user)
         return user
 
-    def allowed(
-        self,
-        user: User,
-        *,
-        verb: str,
-        resource: str,
-        group: str = "",
-        namespace: str = "",
-        name: str = "",
-        subresource: str = "",
-    ) -> bool:
-        """Whether RBAC (any authorizer of the API server) lets `user` do `verb` on it."""
+    def allowed(self, user: User, permission: Permission) -> bool:
+        """Whether RBAC (any authorizer of the API server) grants `user` the `permission`."""
         key = (
             user.name,
             user.uid,
             tuple(sorted(user.groups)),
             tuple(sorted((k, tuple(v)) for k, v in user.extra.items())),
-            verb,
-            resource,
-            group,
-            namespace,
-            name,
-            subresource,
+            permission,
         )
         found, answer = self._answers.get(key)
         if found:
@@ -197,12 +182,12 @@ class KubeAuthorizer:
                 uid=user.uid or None,
                 extra={k: list(v) for k, v in user.extra.items()} or None,
                 resource_attributes=V1ResourceAttributes(
-                    verb=verb,
-                    resource=resource,
-                    group=group,
-                    namespace=namespace or None,
-                    name=name or None,
-                    subresource=subresource or None,
+                    verb=permission.verb,
+                    resource=permission.resource,
+                    group=permission.group,
+                    namespace=permission.namespace or None,
+                    name=permission.name or None,
+                    subresource=permission.subresource or None,
                 ),
             )
         )

@@ -1,6 +1,6 @@
 """The cluster driver: watch pods, nodes and queues; run the core; carry out its plans.
 
-One thread owns the `Ledger` and runs the loop: take the watched events, run a cycle when
+One thread owns the `PodLedger` and runs the loop: take the watched events, run a cycle when
 something changed (or every `cycle_interval_seconds`), and, on the leader only, carry out the
 intents with a pool of API requests: stops (evictions) first, then releases, then pending
 reasons and queue statuses. What the API server answers goes straight back into the ledger, so
@@ -30,8 +30,8 @@ from scheduler_service.core import Node, Plan, Queue, Snapshot
 from scheduler_service.kube._admission import KubeWebhooks, QueueUnreadableError
 from scheduler_service.kube._ledger import (
     Intents,
-    Ledger,
     PodEviction,
+    PodLedger,
     PodMessage,
     PodRelease,
     QueueStatusUpdate,
@@ -105,7 +105,7 @@ class ClusterDriver:
         self._is_leader = is_leader
         self._metrics = metrics or _NoMetrics()
         self._clock = clock
-        self._ledger = Ledger(
+        self._ledger = PodLedger(
             pool_label=settings.pool_label,
             policy=settings.policy.to_policy(),
             eviction_grace_seconds=settings.eviction_grace_seconds,
@@ -477,7 +477,7 @@ class ClusterDriver:
             return
         version = _resource_version(response)
         with self._lock:
-            self._ledger.told(message, version)
+            self._ledger.message_written(message, version)
 
     def _queue_status(self, update: QueueStatusUpdate) -> None:
         try:

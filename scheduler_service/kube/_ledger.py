@@ -1,8 +1,8 @@
 """The cluster driver's bookkeeping: pods, nodes and queues in; scheduler reports and intents out.
 
-No I/O here either. The driver feeds every watched object to a `Ledger` (and the objects its own
-patches return); the ledger groups pods into workloads, derives each workload's state from the
-pods themselves (the cluster is the source of truth), reports the changes to the incremental
+No I/O here either. The driver feeds every watched object to a `PodLedger` (and the objects its
+own patches return); the ledger groups pods into workloads, derives each workload's state from
+the pods themselves (the cluster is the source of truth), reports the changes to the incremental
 `Scheduler`, and turns a cycle's plan into `Intents`: the patches, stops and messages that carry
 it out. Because the state is derived from the pods, a restarted service rebuilds exactly what was
 placed, and never places anything twice.
@@ -74,8 +74,8 @@ __all__ = [
     "GANG_INCOMPLETE",
     "GANG_MEMBER_LOST",
     "Intents",
-    "Ledger",
     "PodEviction",
+    "PodLedger",
     "PodMessage",
     "PodRelease",
     "QueueStatusUpdate",
@@ -98,6 +98,33 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 
 _ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 """The label Argo puts on every pod of a workflow, naming it."""
+
+_GangRecord = Mapping[str, tuple[str, str]]
+"""A placed gang's record: per pod name, its node and its GPUs as the runtime names them."""
+
+
+def _gang_record_text(record: _GangRecord) -> str:
+    """`record` as the gang annotation holds it: compact JSON {pod: {node, gpus}}, pods sorted."""
+    return json.dumps(
+        {name: {"node": node, "gpus": gpus} for name, (node, gpus) in sorted(record.items())},
+        separators=(",", ":"),
+    )
+
+
+def _gang_record_in(annotations: Mapping[str, str]) -> _GangRecord | None:
+    """The gang record among a pod's `annotations` (`_gang_record_text`), None if there is none.
+
+    Raises ValueError if the annotation is there but is not such a record.
+    """
+    text = annotations.get(keys.GANG_ALLOCATION_ANNOTATION)
+    if text is None:
+        return None
+    try:
+        raw = json.loads(text)
+        return {str(k): (str(v["node"]), str(v["gpus"])) for k, v in raw.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as problem:
+        raise ValueError(f"annotation {keys.GANG_ALLOCATION_ANNOTATION} is corrupt") from problem
+
 
 _EXACT_PLACES = 10
 """A waiting pod's message gives its exact place in its queue up to here, a range after it."""
@@ -232,7 +259,7 @@ class _Pod:
     error: str
     allocation: PodAllocation | None
     admitted_at: float | None
-    gang_record: Mapping[str, tuple[str, str]] | None
+    gang_record: _GangRecord | None
     message: str
     owner: Mapping[str, str] | None
     queue: str = ""
@@ -279,12 +306,10 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         selector = tuple(kv for kv in request.node_selector if kv[0] != "kubernetes.io/hostname")
         request = replace(request, node_selector=selector)
     record = None
-    if keys.GANG_ALLOCATION_ANNOTATION in annotations:
-        try:
-            raw = json.loads(annotations[keys.GANG_ALLOCATION_ANNOTATION])
-            record = {str(k): (str(v["node"]), str(v["gpus"])) for k, v in raw.items()}
-        except (ValueError, TypeError, KeyError, AttributeError):
-            error = error or f"annotation {keys.GANG_ALLOCATION_ANNOTATION} is corrupt"
+    try:
+        record = _gang_record_in(annotations)
+    except ValueError:
+        error = error or f"annotation {keys.GANG_ALLOCATION_ANNOTATION} is corrupt"
     message = ""
     disrupted_at = None
     for condition in status.get("conditions") or ():
@@ -388,7 +413,7 @@ class _Counts:
     running: int = 0
 
 
-class Ledger:
+class PodLedger:
     """See the module docstring. Not thread-safe: one driver thread owns it."""
 
     def __init__(
@@ -455,10 +480,7 @@ class Ledger:
         if old is None:
             return
         annotations = release.annotations
-        record = None
-        if keys.GANG_ALLOCATION_ANNOTATION in annotations:
-            raw = json.loads(annotations[keys.GANG_ALLOCATION_ANNOTATION])
-            record = {str(k): (str(v["node"]), str(v["gpus"])) for k, v in raw.items()}
+        record = _gang_record_in(annotations)
         metadata = {"annotations": dict(annotations)}
         request = old.request.request if old.request is not None else None
         self._pods[release.uid] = replace(
@@ -472,7 +494,7 @@ class Ledger:
         )
         self._dirty.add(release.workload)
 
-    def told(self, message: PodMessage, resource_version: str) -> None:
+    def message_written(self, message: PodMessage, resource_version: str) -> None:
         """The API server accepted `message`: do not send it again."""
         old = self._pods.get(message.uid)
         if old is not None:
@@ -821,7 +843,7 @@ class Ledger:
         self,
         key: str,
         request: PodRequest,
-        record: Mapping[str, tuple[str, str]] | None,
+        record: _GangRecord | None,
         members: tuple[_Pod, ...],
     ) -> _Stop | None:
         """Why a placed workload is being stopped, or None if it is not.
@@ -973,16 +995,13 @@ class Ledger:
         self,
         pod: _Pod,
         allocation: PodAllocation,
-        record: Mapping[str, tuple[str, str]] | None,
+        record: _GangRecord | None,
         admitted_at: str,
         workload: str,
     ) -> PodRelease:
         annotations = allocation_annotations(allocation, admitted_at)
         if record is not None:
-            annotations[keys.GANG_ALLOCATION_ANNOTATION] = json.dumps(
-                {n: {"node": node, "gpus": gpus} for n, (node, gpus) in sorted(record.items())},
-                separators=(",", ":"),
-            )
+            annotations[keys.GANG_ALLOCATION_ANNOTATION] = _gang_record_text(record)
         node = self._nodes.get(allocation.node)
         labels = dict(node.labels) if node is not None else {}
         hostname = labels.get("kubernetes.io/hostname", allocation.node)
@@ -1064,7 +1083,8 @@ class Ledger:
 
     def _tell(self, pods: Iterable[_Pod], text: str) -> Iterable[PodMessage]:
         for pod in pods:
-            # The pod as it is now: `told` updates it before its watch event re-derives it.
+            # The pod as it is now: `message_written` updates it before its watch event
+            # re-derives it.
             current = self._pods.get(pod.uid, pod)
             if current.message != text:
                 yield PodMessage(pod.namespace, pod.name, text, pod.uid)

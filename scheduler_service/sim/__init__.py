@@ -26,7 +26,7 @@ from scheduler_service.sim._render import (
     render_summary,
     render_timeline,
 )
-from scheduler_service.sim._replay import ReplaySettings, replay
+from scheduler_service.sim._replay import replay
 from scheduler_service.sim._result import Outcome, SimulationResult
 from scheduler_service.sim._scenario import (
     BUNDLED_SCENARIOS,
@@ -73,7 +73,6 @@ __all__ = [
     "PhillyTrace",
     "PodPlacement",
     "QueueSummary",
-    "ReplaySettings",
     "Requeued",
     "Resumed",
     "Scenario",

@@ -10,14 +10,16 @@ At one instant, things happen in this order:
    (the grace period is over): both free GPUs before anyone decides anything at that instant;
 2. outside events (submissions, nodes going down or up), in the order they were posted;
 3. a scheduling cycle, if the instant is a multiple of `cycle_seconds` and anything is
-   pending: `schedule(snapshot, now)`, then `check_plan` (any violation stops the run with a
-   `SimulationError`), then the plan is carried out: admissions start RUNNING at once,
-   evictions become EVICTING and return to PENDING after the grace period.
+   pending: `schedule(snapshot, now)`, then `check_plan` (with `check_plans`, the default: any
+   violation stops the run with a `SimulationError`), then the plan is carried out: admissions
+   start RUNNING at once, evictions become EVICTING and return to PENDING after the grace
+   period.
 
 A stopped workload (evicted, or on a node that went down) keeps its work up to its last
 checkpoint (see `EngineSettings`) and its original submission time, so it keeps its place in
-its queue. Work stops when the plan evicts it, not when its pods are finally gone. Nothing is
-lost: every submitted workload is finished or still present (pending, running or evicting).
+its queue; each later run starts with `restart_seconds` of overhead. Work stops when the plan
+evicts it, not when its pods are finally gone. Nothing is lost: every submitted workload is
+finished or still present (pending, running or evicting).
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class _Job:
     lost_seconds: float = 0.0
     evictions: int = 0
     started_before: bool = False
+    overhead_seconds: float = 0.0
+    """The restart overhead of the current run (no progress during it)."""
     generation: int = 0
     reason: tuple[str, str] | None = None
     finished_at: float | None = None
@@ -190,7 +194,7 @@ class Engine:
                 state="finished" if job.finished_at is not None else job.workload.state.value,
                 done_seconds=job.duration_seconds
                 if job.finished_at is not None
-                else job.done_seconds + self._running_seconds(job),
+                else job.done_seconds + self._progress_seconds(job),
                 duration_seconds=job.duration_seconds,
                 evictions=job.evictions,
                 lost_seconds=job.lost_seconds,
@@ -253,6 +257,7 @@ class Engine:
 
     def _finish(self, job: _Job) -> None:
         self._add_gpu_seconds(job, self._gpu_seconds)
+        job.lost_seconds += job.overhead_seconds  # the restart made no progress
         job.done_seconds = job.duration_seconds
         job.finished_at = self.now
         job.generation += 1
@@ -330,7 +335,7 @@ class Engine:
         self._crash_pods()
         snapshot = self._snapshot()
         plan = schedule(snapshot, self.now)
-        violations = check_plan(snapshot, plan)
+        violations = check_plan(snapshot, plan) if self.settings.check_plans else []
         if violations:
             lines = "\n".join(f"  - {violation}" for violation in violations)
             replay = f" (replay: {self._faults})" if self._faults else ""
@@ -427,7 +432,8 @@ class Engine:
         job.workload = replace(
             job.workload, state=WorkloadState.RUNNING, allocation=allocation, started_at=self.now
         )
-        remaining = job.duration_seconds - job.done_seconds
+        job.overhead_seconds = self.settings.restart_seconds if job.started_before else 0.0
+        remaining = job.duration_seconds - job.done_seconds + job.overhead_seconds
         self._push(self.now + remaining, _RELEASE, _Finish(job.workload.name, job.generation))
         placement = tuple(
             PodPlacement(pod.node, tuple(self._gpu_index[uuid] for uuid in pod.gpus), pod.slice)
@@ -443,10 +449,14 @@ class Engine:
         job.started_before = True
 
     def _stop(self, job: _Job) -> None:
-        """A running workload stops working now: keep the work up to its last checkpoint."""
-        total = job.done_seconds + self._running_seconds(job)
+        """A running workload stops working now: keep the work up to its last checkpoint.
+
+        Lost: the time it ran that did not end as kept progress (the restart overhead too).
+        """
+        ran = self._running_seconds(job)
+        total = job.done_seconds + self._progress_seconds(job)
         kept = max(job.done_seconds, self.settings.kept_seconds(total))
-        job.last_lost_seconds = total - kept
+        job.last_lost_seconds = ran - (kept - job.done_seconds)
         job.lost_seconds += job.last_lost_seconds
         job.done_seconds = kept
 
@@ -456,6 +466,10 @@ class Engine:
         if job.workload.state is not WorkloadState.RUNNING or job.workload.started_at is None:
             return 0.0
         return self.now - job.workload.started_at
+
+    def _progress_seconds(self, job: _Job) -> float:
+        """The work done in the current run: its running time past the restart overhead."""
+        return max(0.0, self._running_seconds(job) - job.overhead_seconds)
 
     def _add_gpu_seconds(self, job: _Job, into: dict[tuple[str, str], float]) -> None:
         """Charge the GPUs the workload held since it started to its queue and pool."""

@@ -90,7 +90,8 @@ class LightCluster:
     Policies score a class once per pod shape (and may cache it until the class changes)
     instead of scoring every node: on a cluster of a few hundred node types in a few states,
     that is what makes the baselines fast in pure Python. `classes` iterates in first-seen
-    order; inside a class the lowest node index is used, so runs are deterministic.
+    order; inside a class a policy uses the node with the smallest name (`member`), which is
+    how the published simulator breaks ties between equal nodes, so runs are deterministic.
     """
 
     def __init__(self, nodes: tuple[Node, ...]) -> None:
@@ -103,12 +104,18 @@ class LightCluster:
         self.keys: list[ClassKey] = []
         """Class id -> its key."""
         self._ids: dict[ClassKey, int] = {}
+        by_name = sorted(range(len(nodes)), key=lambda index: nodes[index].name)
+        self.rank = [0] * len(nodes)
+        """Each node's position in name order: the tie-break between equal nodes."""
+        for position, index in enumerate(by_name):
+            self.rank[index] = position
+        self._leaders: dict[int, int] = {}
         for index, node in enumerate(self.nodes):
             self.class_of.append(self._join(index, _key(node)))
 
     def member(self, class_id: int) -> int:
-        """The node of a class a policy uses: its lowest index."""
-        return min(self.classes[class_id])
+        """The node of a class a policy uses: the one with the smallest name."""
+        return self._leaders[class_id]
 
     def representative(self, class_id: int) -> LightNode:
         """A node of the class (all of them are alike)."""
@@ -119,7 +126,11 @@ class LightCluster:
         if class_id is None:
             class_id = self._ids[key] = len(self.keys)
             self.keys.append(key)
-        self.classes.setdefault(class_id, set()).add(index)
+        members = self.classes.setdefault(class_id, set())
+        members.add(index)
+        leader = self._leaders.get(class_id)
+        if leader is None or self.rank[index] < self.rank[leader]:
+            self._leaders[class_id] = index
         return class_id
 
     def take(self, shape: Shape, choice: Choice) -> None:
@@ -137,6 +148,9 @@ class LightCluster:
         members.discard(choice.node)
         if not members:
             del self.classes[old]
+            del self._leaders[old]
+        elif self._leaders[old] == choice.node:
+            self._leaders[old] = min(members, key=self.rank.__getitem__)
         self.class_of[choice.node] = self._join(choice.node, _key(node))
 
 

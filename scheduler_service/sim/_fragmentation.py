@@ -6,7 +6,9 @@ never leave; the pod list is resampled with replacement until the summed GPU req
 fits nowhere is skipped and counted as failed. The figure is the share of GPU capacity (in
 milli-GPUs) allocated, recorded as arrivals grow from 0 to 130% of capacity.
 
-Policies: `aistack` (the core's own placement code), and the baselines of `_frag_baselines`.
+Policies: `aistack` (the product: every pod through `Scheduler.cycle`, see `CyclePolicy`), its
+ablation `aistack-known-mix` (the same, told the trace's request mix in advance), and the
+baselines of `_frag_baselines`.
 Each run is a pure function of (nodes, pods, policy, seed): the same seed gives the same curve.
 """
 
@@ -14,20 +16,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from scheduler_service.core import MILLI_GPU, Node, Queue, Snapshot, Workload
-from scheduler_service.core._fragmentation import Fragmentation, ShapeMix
-from scheduler_service.core._placement import place
-from scheduler_service.core._state import CycleState
+from scheduler_service.core import MILLI_GPU, Node, PoolQuota, Queue, Scheduler, Workload
 from scheduler_service.sim._frag_baselines import BestFitPolicy, FgdPolicy, RandomPolicy, TaskMix
 from scheduler_service.sim._frag_cluster import Shape
 from scheduler_service.sim._openb import OpenbPod
 
 __all__ = [
+    "ALL_POLICIES",
     "ARRIVED_PERCENT",
+    "KNOWN_MIX",
     "POLICIES",
-    "AistackPolicy",
+    "CyclePolicy",
     "Run",
     "arrivals",
     "run_policy",
@@ -38,6 +39,12 @@ ARRIVED_PERCENT = 130
 """Arrivals stop once the summed GPU request reaches this share of GPU capacity."""
 
 POLICIES = ("aistack", "fgd", "bestfit", "random")
+"""What the command runs by default: the product and the baselines."""
+
+KNOWN_MIX = "aistack-known-mix"
+"""The ablation: the product's cycle, told the trace's request mix before the first pod."""
+
+ALL_POLICIES = (*POLICIES, KNOWN_MIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,40 +108,58 @@ def arrivals(pods: Sequence[OpenbPod], capacity_milli: int, seed: int) -> list[O
     return sequence
 
 
-class AistackPolicy:
-    """The core's own placement, driven one pod at a time on a `CycleState`.
+class CyclePolicy:
+    """The product's placement: every pod goes through `Scheduler.cycle`, as in the service.
 
-    The experiment bypasses the cycle's queues, fair share and ordering on purpose: the FGD
-    protocol measures placement alone (pods arrive one by one, each is placed at once or
-    skipped, nothing leaves), so each pod goes straight to `place`, the code that phase 3 of
-    every cycle runs, with a `Fragmentation` scorer for the trace's shape mix, weighted by GPU
-    demand and looking two pods ahead (see `core._fragmentation`; the cycle itself scores
-    slices only, one step ahead, by pod count).
+    The cluster is the loader's, one pool per GPU model as an administrator would set it up for
+    quotas, and one queue owns it all (its quota in each pool is the pool's GPUs). Each
+    arriving pod is submitted, one cycle runs, and the pod starts where the plan says; a pod
+    the cycle does not admit is withdrawn (the protocol skips it). So placement, the choice
+    among pools and the request mix the score learns from the submissions are the service's,
+    with no knowledge of what comes next.
 
-    All nodes go into one pool (`POOL`). The loader gives each GPU model its own pool, as an
-    administrator would for quotas; but the protocol has no quotas, and a cycle tries a
-    workload's pools one after another (first fit), which is no placement policy across models:
-    it costs about 8 points of allocation on openb. GPU models still bind: a pod's `gpu_spec`
-    becomes `Workload.models`, which placement checks against each node's model.
+    `known_mix` is the ablation that does know: the scheduler starts having seen every pod of
+    the list once, in an order of its own, so the mix it scores against is the trace's from the
+    first pod on.
     """
 
-    POOL = "openb"
-    _QUEUE = "openb"
+    QUEUE = "openb"
 
-    def __init__(self, nodes: tuple[Node, ...], scorer: Fragmentation | None = None) -> None:
-        """Start on an empty cluster of `nodes`; place with `scorer` when given."""
-        pooled = tuple(replace(node, pool=self.POOL) for node in nodes)
-        self.state = CycleState(Snapshot(nodes=pooled, queues=(Queue(self._QUEUE),)))
-        self.scorer = scorer
+    def __init__(self, nodes: tuple[Node, ...], known_mix: Sequence[OpenbPod] = ()) -> None:
+        """Start on an empty cluster of `nodes`."""
+        gpus: dict[str, int] = {}
+        for node in nodes:
+            gpus[node.pool] = gpus.get(node.pool, 0) + len(node.gpus)
+        quotas = tuple(PoolQuota(pool=pool, quota=count) for pool, count in sorted(gpus.items()))
+        self.scheduler = Scheduler(nodes, [Queue(self.QUEUE, quotas=quotas)])
         self.count = 0
+        for pod in known_mix:
+            self.scheduler.submit(self._workload(pod))
+        for number in range(1, self.count + 1):
+            self.scheduler.finished(f"pod-{number}")
 
     def place(self, pod: OpenbPod) -> bool:
-        """Place one pod, or return False when it fits nowhere."""
+        """Submit one pod and run a cycle; False (and the pod withdrawn) when it is not admitted."""
+        workload = self._workload(pod)
+        self.scheduler.submit(workload)
+        now = float(self.count)
+        plan = self.scheduler.cycle(now, explain=False)
+        for admission in plan.admissions:
+            self.scheduler.started(admission.workload, admission.allocation, now)
+        if plan.admissions:
+            return True
+        self.scheduler.finished(workload.name)
+        return False
+
+    def _workload(self, pod: OpenbPod) -> Workload:
         self.count += 1
-        workload = Workload(
-            name=f"pod-{self.count}", queue=self._QUEUE, request=pod.request, models=pod.models
+        return Workload(
+            name=f"pod-{self.count}",
+            queue=self.QUEUE,
+            request=pod.request,
+            models=pod.models,
+            submitted_at=float(self.count),
         )
-        return place(self.state, workload, self.POOL, scorer=self.scorer) is not None
 
 
 def run_policy(
@@ -169,8 +194,11 @@ def _placer(
     policy: str, nodes: tuple[Node, ...], pods: Sequence[OpenbPod], seed: int
 ) -> Callable[[OpenbPod], bool]:
     if policy == "aistack":
-        mix = ShapeMix(((p.request, p.models, 1) for p in pods), by_demand=True)
-        return AistackPolicy(nodes, Fragmentation(mix, lookahead=2)).place
+        return CyclePolicy(nodes).place
+    if policy == KNOWN_MIX:
+        known = list(pods)
+        random.Random(f"known-mix-{seed}").shuffle(known)
+        return CyclePolicy(nodes, known_mix=known).place
     if policy == "random":
         # A stream of its own, so Random's choices do not shift the arrival order.
         chooser = RandomPolicy(nodes, random.Random(f"random-policy-{seed}"))
@@ -181,4 +209,4 @@ def _placer(
     if policy == "fgd":
         fgd = FgdPolicy(nodes, TaskMix([shape_of(pod) for pod in pods]))
         return lambda pod: fgd.place(shape_of(pod))
-    raise ValueError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
+    raise ValueError(f"unknown policy {policy!r} (choose from {', '.join(ALL_POLICIES)})")

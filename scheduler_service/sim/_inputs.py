@@ -21,26 +21,31 @@ class SimulationError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    """How the virtual cluster behaves.
+    """How the virtual cluster behaves, for the scenario `Engine` and the trace `replay` alike.
 
-    A cycle runs at every multiple of `cycle_seconds` while anything is pending. An evicted
+    A cycle runs at multiples of `cycle_seconds` while anything is pending. An evicted
     workload's pods are gone `eviction_grace_seconds` after the plan that evicted it. A
     workload saves a checkpoint after every `checkpoint_seconds` of work (counted over all its
     runs) and keeps the work up to its last checkpoint when stopped; None: no checkpoints, a
-    stopped workload starts again from zero.
+    stopped workload starts again from zero. Each run after the first begins with
+    `restart_seconds` of overhead (loading the checkpoint) before it makes progress. With
+    `check_plans`, every plan is checked against DESIGN.md's invariants (`check_plan`) and a
+    violation stops the run; the trace replay turns it off for speed unless asked.
     """
 
     cycle_seconds: float = 10.0
     eviction_grace_seconds: float = 30.0
     checkpoint_seconds: float | None = None
+    restart_seconds: float = 0.0
+    check_plans: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.cycle_seconds) and self.cycle_seconds > 0):
             raise ValueError(f"cycle_seconds must be > 0, got {self.cycle_seconds}")
-        if not (math.isfinite(self.eviction_grace_seconds) and self.eviction_grace_seconds >= 0):
-            raise ValueError(
-                f"eviction_grace_seconds must be >= 0, got {self.eviction_grace_seconds}"
-            )
+        for name in ("eviction_grace_seconds", "restart_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if self.checkpoint_seconds is not None and not (
             math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds > 0
         ):

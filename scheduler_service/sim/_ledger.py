@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["Ledger"]
+__all__ = ["GpuTimeLedger"]
 
 
-class Ledger:
+class GpuTimeLedger:
     """Integrals over [0, now]; see the module docstring. Not thread-safe."""
 
     def __init__(

@@ -8,7 +8,9 @@ Two kinds of CSV file (see `../shared/data/README.md`):
 - pods, `name,cpu_milli,memory_mib,num_gpu,gpu_milli[,gpu_spec,...]`: each row becomes an
   `OpenbPod` carrying a core `Request`: `num_gpu >= 2` or `gpu_milli == 1000` asks for whole
   GPUs; `num_gpu == 1` with `gpu_milli < 1000` asks for a slice of `gpu_milli / 10` percent of
-  compute; `num_gpu == 0` is CPU-only. `gpu_spec` (`V100M16|V100M32`) lists acceptable models.
+  compute; `num_gpu == 0` is CPU-only. `gpu_spec` (`V100M16|V100M32`) lists acceptable models;
+  as in the published simulator's pod conversion, empty names in it are skipped and a CPU-only
+  pod's `gpu_spec` is ignored (a GPU model constrains only the GPUs a pod takes).
 
 openb gives no per-pod GPU memory, so a slice is given the same fraction of memory as of compute,
 of the smallest GPU among the models it may use (rounded down). Compute then binds on every GPU
@@ -135,7 +137,7 @@ def load_pods(path: Path) -> tuple[OpenbPod, ...]:
         memory = _int(row, "memory_mib", where, low=0)
         num_gpu = _int(row, "num_gpu", where, low=0, high=_MAX_GPUS)
         gpu_milli = _int(row, "gpu_milli", where, low=0, high=MILLI_GPU)
-        models = _models(row.get("gpu_spec") or "", where)
+        models = _models(row.get("gpu_spec") or "", where) if num_gpu else ()
         pods.append(
             OpenbPod(
                 name=row["name"],
@@ -184,7 +186,7 @@ def _request(
 def _models(spec: str, where: str) -> tuple[str, ...]:
     if not spec:
         return ()
-    models = tuple(spec.split("|"))
+    models = tuple(name for name in spec.split("|") if name)
     unknown = [m for m in models if m not in GPU_MEMORY_MIB]
     if unknown:
         known = ", ".join(sorted(GPU_MEMORY_MIB))

@@ -16,9 +16,10 @@ static split, never. The loader does no I/O beyond reading the two files it is g
 from __future__ import annotations
 
 import csv
+import itertools
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 __all__ = [
@@ -76,6 +77,31 @@ class PhillyTrace:
         span = self.jobs[-1].submitted_seconds - self.jobs[0].submitted_seconds if self.jobs else 0
         asked = sum(job.gpus * job.duration_seconds for job in self.jobs)
         return asked / (gpus * span) if gpus and span else 0.0
+
+    @property
+    def label(self) -> str:
+        """The submission window as dates, e.g. `2017-10-03..2017-10-17`."""
+        last = self.start + timedelta(seconds=self.jobs[-1].submitted_seconds if self.jobs else 0)
+        return f"{self.start:%Y-%m-%d}..{last:%Y-%m-%d}"
+
+    def periods(self, count: int) -> list[PhillyTrace]:
+        """The trace cut into `count` consecutive periods of (about) equal numbers of jobs.
+
+        Each period is a trace of its own: times count from its first submission, and it keeps
+        every listed VC (and `UNLISTED_VC` only when one of its jobs needs it). A way to check
+        a result on parts of the trace it was not tuned to.
+        """
+        if not 1 <= count <= max(1, len(self.jobs)):
+            raise ValueError(f"periods must be between 1 and {len(self.jobs)} (jobs), got {count}")
+        cuts = [len(self.jobs) * i // count for i in range(count + 1)]
+        return [self._part(self.jobs[low:high]) for low, high in itertools.pairwise(cuts)]
+
+    def _part(self, jobs: tuple[PhillyJob, ...]) -> PhillyTrace:
+        first = jobs[0].submitted_seconds
+        moved = tuple(replace(job, submitted_seconds=job.submitted_seconds - first) for job in jobs)
+        unlisted = sum(job.vc == UNLISTED_VC for job in jobs)
+        vc_nodes = {vc: n for vc, n in self.vc_nodes.items() if vc != UNLISTED_VC or unlisted}
+        return PhillyTrace(moved, vc_nodes, unlisted, self.start + timedelta(seconds=first))
 
 
 def load_philly(directory: Path, *, limit_jobs: int | None = None) -> PhillyTrace:

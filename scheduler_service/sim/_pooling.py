@@ -12,9 +12,11 @@ training (preemptible). Policies, all decided by the real core on the same jobs:
 - `aistack`: each VC a queue with quota = its GPUs and no limit: idle GPUs are borrowed over
   quota, shared by fair share, and reclaimed (with checkpoint/resume) when the owner asks.
 
-`scale_cluster` shrinks the cluster to reach an offered load: every VC keeps
-`round(nodes x factor)` nodes, at least one and at least enough for its largest job, so every
-job fits its own VC in the static split; the load reached is reported, not assumed.
+`scale_cluster` shrinks the cluster to the number of nodes on which the trace offers the load
+asked for, shared among the VCs in proportion to their native sizes; every VC keeps at least
+one node and at least enough for its largest job (so every job fits its own VC in the static
+split), and the others shrink further to make up for it. Only when those floors alone exceed
+the nodes wanted does the load reached fall short; it is reported beside the load asked for.
 
 What-if questions (`WhatIf`) change the scaled cluster: some VCs' node counts (more or fewer
 servers) and some VCs' quotas (GPUs guaranteed, apart from the nodes they brought). A VC's
@@ -39,10 +41,10 @@ from scheduler_service.core import (
 )
 from scheduler_service.sim._decider import Decider, new_decider
 from scheduler_service.sim._gate import IdleGate
-from scheduler_service.sim._inputs import Faults
-from scheduler_service.sim._ledger import Ledger
+from scheduler_service.sim._inputs import EngineSettings, Faults
+from scheduler_service.sim._ledger import GpuTimeLedger
 from scheduler_service.sim._philly import GPUS_PER_NODE, PhillyTrace
-from scheduler_service.sim._replay import JobRecord, ReplayJob, ReplaySettings, replay
+from scheduler_service.sim._replay import JobRecord, ReplayJob, replay
 
 __all__ = [
     "POLICIES",
@@ -70,6 +72,11 @@ class Cluster:
     vc_nodes: Mapping[str, int]
     offered_load: float
     quotas: Mapping[str, int] = field(default_factory=dict)
+    target: float | None = None
+    """The offered load asked for (None: native size); `offered_load` is the load reached."""
+    floored: bool = False
+    """Whether the VCs' floors (the nodes of each one's largest job) alone exceed the nodes
+    that `target` wants, so the cluster could not shrink to it (`offered_load` falls short)."""
 
     @property
     def gpus(self) -> int:
@@ -111,7 +118,9 @@ class WhatIf:
                 f"{changed.gpus:,}: lower some with --quota VC=GPUS or add nodes with "
                 "--vc-nodes VC=N"
             )
-        return Cluster(nodes, changed.offered_load, dict(self.quotas))
+        return Cluster(
+            nodes, changed.offered_load, dict(self.quotas), cluster.target, cluster.floored
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +130,10 @@ class PolicyRun:
     policy: str
     cluster: Cluster
     records: list[JobRecord]
-    ledger: Ledger
+    ledger: GpuTimeLedger
     cycles: int
     skipped_cycles: int
-    settings: ReplaySettings
+    settings: EngineSettings
 
 
 def scale_cluster(trace: PhillyTrace, load: float | None, what_if: WhatIf | None = None) -> Cluster:
@@ -143,14 +152,50 @@ def _scaled(trace: PhillyTrace, load: float | None) -> Cluster:
         return Cluster(native, native_load)
     if load <= 0:
         raise ValueError(f"load must be > 0, got {load}")
-    factor = native_load / load
-    largest = dict.fromkeys(native, 1)
+    floors = {vc: 1 if count else 0 for vc, count in native.items()}
     for job in trace.jobs:
-        largest[job.vc] = max(largest[job.vc], math.ceil(job.gpus / GPUS_PER_NODE))
-    nodes = {
-        vc: max(round(count * factor), largest[vc]) if count else 0 for vc, count in native.items()
-    }
-    return Cluster(nodes, trace.offered_load(sum(nodes.values()) * GPUS_PER_NODE))
+        if native[job.vc]:
+            floors[job.vc] = max(floors[job.vc], math.ceil(job.gpus / GPUS_PER_NODE))
+    wanted = _nodes_for(trace, load, sum(native.values()))
+    nodes = _share_out(native, floors, wanted)
+    offered = trace.offered_load(sum(nodes.values()) * GPUS_PER_NODE)
+    return Cluster(nodes, offered, target=load, floored=sum(floors.values()) > wanted)
+
+
+def _nodes_for(trace: PhillyTrace, load: float, native_nodes: int) -> int:
+    """The whole number of nodes on which the trace offers the load closest to `load`."""
+    exact = native_nodes * trace.offered_load(native_nodes * GPUS_PER_NODE) / load
+    low = max(1, math.floor(exact))
+    return min(
+        (low, low + 1),
+        key=lambda n: abs(trace.offered_load(n * GPUS_PER_NODE) - load),
+    )
+
+
+def _share_out(native: Mapping[str, int], floors: Mapping[str, int], total: int) -> dict[str, int]:
+    """`total` nodes shared among the VCs in proportion to `native`, none below its floor.
+
+    A VC whose proportional part falls below its floor gets the floor, and the rest is shared
+    again among the others (largest remainders get the odd nodes). When the floors alone
+    exceed `total`, every VC gets its floor: the cluster cannot shrink further.
+    """
+    fixed = {vc: floors[vc] for vc, count in native.items() if not count}
+    while True:
+        free = {vc: count for vc, count in native.items() if vc not in fixed}
+        budget = total - sum(fixed.values())
+        weight = sum(free.values())
+        if not free or budget <= 0 or not weight:
+            return {vc: fixed.get(vc, floors[vc]) for vc in native}
+        ideal = {vc: budget * count / weight for vc, count in free.items()}
+        below = {vc for vc, part in ideal.items() if part < floors[vc]}
+        if not below:
+            break
+        fixed.update({vc: floors[vc] for vc in below})
+    nodes = {vc: math.floor(part) for vc, part in ideal.items()}
+    odd = budget - sum(nodes.values())
+    for vc in sorted(ideal, key=lambda v: (nodes[v] - ideal[v], v))[:odd]:
+        nodes[vc] += 1
+    return {vc: fixed.get(vc, nodes.get(vc, 0)) for vc in native}
 
 
 def nodes_of(cluster: Cluster) -> list[Node]:
@@ -204,7 +249,7 @@ def run_policy(
     trace: PhillyTrace,
     cluster: Cluster,
     policy: str,
-    settings: ReplaySettings,
+    settings: EngineSettings,
     *,
     decider_factory: Callable[[list[Node], list[Queue], Policy], Decider] = new_decider,
     skip_idle_cycles: bool = True,
@@ -221,7 +266,7 @@ def run_policy(
     gate = IdleGate(queues, POOL, cluster.gpus) if skip_idle_cycles else None
     quotas = {vc: cluster.quota_of(vc) for vc in cluster.vc_nodes}
     window = trace.jobs[-1].submitted_seconds if trace.jobs else 0.0
-    ledger = Ledger(total_gpus=cluster.gpus, quotas=quotas, window_end=window)
+    ledger = GpuTimeLedger(total_gpus=cluster.gpus, quotas=quotas, window_end=window)
     jobs = jobs_of(trace, policy)
     outcome = replay(jobs, decider, ledger, settings, gate=gate, progress=progress, faults=faults)
     return PolicyRun(

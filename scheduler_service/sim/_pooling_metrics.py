@@ -5,8 +5,8 @@ Definitions (times in seconds, GPU amounts in GPU-hours):
 - JCT: finish - submission; queueing delay: first start - submission (later waits after an
   eviction show in JCT, not here). Jobs that never started / finished are counted, not averaged.
 - utilisation: GPU time held / GPU time available, both over the submission window (first to
-  last submission; see `Ledger`); per VC: its GPU time / its quota's, same window.
-- idle while waiting: see `Ledger` (`min(free GPUs, GPUs asked for by waiting work)`).
+  last submission; see `GpuTimeLedger`); per VC: its GPU time / its quota's, same window.
+- idle while waiting: see `GpuTimeLedger` (`min(free GPUs, GPUs asked for by waiting work)`).
 - share of due: per VC, GPU time served within its quota while it had demand / GPU time it was
   due (`min(quota, demand)`); Jain's index over the VCs that were ever due anything.
 - preemptions: evictions; lost: GPU time held that did not end as kept progress (work since
@@ -27,7 +27,10 @@ from dataclasses import asdict, dataclass
 from scheduler_service.sim._pooling import PolicyRun
 from scheduler_service.sim._replay import JobRecord
 
-__all__ = ["Figures", "PolicyFigures", "figures_of", "jain_index", "percentile"]
+__all__ = ["Figures", "LateJob", "PolicyFigures", "figures_of", "jain_index", "percentile"]
+
+LATE_LISTED = 20
+"""How many late in-quota jobs the figures name (the longest waits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,16 @@ class Figures:
 
 
 @dataclass(frozen=True, slots=True)
+class LateJob:
+    """An in-quota job that started later than the bound: its wait after its first cycle."""
+
+    name: str
+    vc: str
+    gpus: int
+    wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyFigures:
     """One policy: overall figures, per VC, and the cluster-wide ones."""
 
@@ -68,6 +81,8 @@ class PolicyFigures:
     in_quota_never_started: int
     in_quota_max_wait_s: float
     in_quota_bound_s: float
+    in_quota_late_jobs: list[LateJob]
+    """The `LATE_LISTED` longest-waiting late in-quota jobs, longest first."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -118,11 +133,20 @@ def figures_of(run: PolicyRun) -> PolicyFigures:
     settings = run.settings
     step = settings.cycle_seconds
     bound = step + settings.eviction_grace_seconds
-    waits = [
-        record.first_start - math.ceil(record.job.submitted_seconds / step) * step
+    waits = {
+        record.job.workload.name: record.first_start
+        - math.ceil(record.job.submitted_seconds / step) * step
         for record in run.records
         if record.in_quota and record.first_start is not None
-    ]
+    }
+    late = sorted(
+        (
+            LateJob(record.job.workload.name, record.job.group, record.job.gpus, wait)
+            for record in run.records
+            if (wait := waits.get(record.job.workload.name, 0.0)) > bound
+        ),
+        key=lambda job: (-job.wait_s, job.name),
+    )
     in_quota = [record for record in run.records if record.in_quota]
     never = sum(record.first_start is None for record in in_quota)
     return PolicyFigures(
@@ -136,10 +160,11 @@ def figures_of(run: PolicyRun) -> PolicyFigures:
         idle_waiting_gpu_hours=ledger.idle_waiting_seconds / 3600,
         jain_index=jain_index([f.share_of_due for vc, f in per_vc.items() if ledger.entitled[vc]]),
         in_quota_jobs=len(in_quota),
-        in_quota_late=sum(wait > bound for wait in waits),
+        in_quota_late=len(late),
         in_quota_never_started=never,
-        in_quota_max_wait_s=max(waits, default=0.0),
+        in_quota_max_wait_s=max(waits.values(), default=0.0),
         in_quota_bound_s=bound,
+        in_quota_late_jobs=late[:LATE_LISTED],
     )
 
 

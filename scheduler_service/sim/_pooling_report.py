@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scheduler_service.sim._inputs import Faults
+from scheduler_service.sim._inputs import EngineSettings, Faults
 from scheduler_service.sim._philly import PhillyTrace
 from scheduler_service.sim._pooling import Cluster, PolicyRun, WhatIf, run_policy, scale_cluster
 from scheduler_service.sim._pooling_metrics import PolicyFigures, figures_of
-from scheduler_service.sim._replay import ReplaySettings
 
 __all__ = ["HELIOS", "LoadResult", "load_label", "render_table", "run_pooling", "write_outputs"]
 
@@ -53,7 +52,7 @@ def run_pooling(
     trace: PhillyTrace,
     loads: Sequence[float | None],
     policies: Sequence[str],
-    settings: ReplaySettings,
+    settings: EngineSettings,
     *,
     clock: Callable[[], float],
     cpu_clock: Callable[[], float] | None = None,
@@ -100,6 +99,7 @@ def render_table(results: Sequence[LoadResult]) -> str:
         lines += [
             f"load {result.label}: {result.cluster.gpus} GPUs, "
             f"offered load {result.cluster.offered_load:.1%}",
+            *_shortfall(result.cluster),
             f"{'policy':<8} {'JCT avg':>8} {'med':>7} {'p99':>8} {'queue avg':>9} {'med':>7} "
             f"{'p99':>8} {'util':>6} {'idle-wait':>10} {'jain':>5} {'preempt':>7} "
             f"{'lost':>8} {'wall':>6} {'cpu':>6}",
@@ -124,6 +124,16 @@ def render_table(results: Sequence[LoadResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shortfall(cluster: Cluster) -> list[str]:
+    """A line saying the load asked for could not be reached, if so."""
+    if cluster.target is None or not cluster.floored:
+        return []
+    return [
+        f"NOT the load asked for: {cluster.target:.0%} asked, {cluster.offered_load:.1%} "
+        "reached (every VC keeps the nodes of its largest job, and those alone are more)"
+    ]
+
+
 def _targets(result: LoadResult) -> list[str]:
     by_policy = {figures.policy: figures for figures in result.figures}
     lines = []
@@ -145,6 +155,10 @@ def _targets(result: LoadResult) -> list[str]:
             f"never started: {ours.in_quota_never_started}, "
             f"longest wait {ours.in_quota_max_wait_s:g} s"
         )
+        lines += [
+            f"  late: {job.name} of {job.vc}, {job.gpus} GPUs, waited {job.wait_s:g} s"
+            for job in ours.in_quota_late_jobs
+        ]
     return lines
 
 
@@ -179,6 +193,8 @@ def write_outputs(
         "loads": [
             {
                 "load": result.label,
+                "load_asked": result.cluster.target,
+                "offered_load": result.cluster.offered_load,
                 "vc_nodes": dict(result.cluster.vc_nodes),
                 "quotas": {vc: result.cluster.quota_of(vc) for vc in result.cluster.vc_nodes},
                 "wall_seconds": result.wall_seconds,

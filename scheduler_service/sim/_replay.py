@@ -1,6 +1,7 @@
 """A fast trace replay on a virtual clock, driving the real core through a `Decider`.
 
-Same semantics as `Engine`, shaped for traces of tens of thousands of jobs:
+Same semantics and the same `EngineSettings` as `Engine`, shaped for traces of tens of
+thousands of jobs:
 
 - cycles run on a grid of `cycle_seconds`, and only at a grid instant when something changed
   since the last cycle (a submission, a completion, an evicted workload's pods gone) and work
@@ -37,35 +38,10 @@ from dataclasses import dataclass
 from scheduler_service.core import Plan, Workload, check_plan
 from scheduler_service.sim._decider import Decider
 from scheduler_service.sim._gate import IdleGate
-from scheduler_service.sim._inputs import Faults, SimulationError
-from scheduler_service.sim._ledger import Ledger
+from scheduler_service.sim._inputs import EngineSettings, Faults, SimulationError
+from scheduler_service.sim._ledger import GpuTimeLedger
 
-__all__ = ["JobRecord", "ReplayJob", "ReplayOutcome", "ReplaySettings", "replay"]
-
-
-@dataclass(frozen=True, slots=True)
-class ReplaySettings:
-    """How the virtual cluster behaves; see the module docstring."""
-
-    cycle_seconds: float = 60.0
-    eviction_grace_seconds: float = 30.0
-    checkpoint_seconds: float | None = 1800.0
-    restart_seconds: float = 60.0
-    check_plans: bool = False
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.cycle_seconds) and self.cycle_seconds > 0):
-            raise ValueError(f"cycle_seconds must be > 0, got {self.cycle_seconds}")
-        if self.eviction_grace_seconds < 0 or self.restart_seconds < 0:
-            raise ValueError("eviction_grace_seconds and restart_seconds must be >= 0")
-        if self.checkpoint_seconds is not None and not self.checkpoint_seconds > 0:
-            raise ValueError(f"checkpoint_seconds must be > 0, got {self.checkpoint_seconds}")
-
-    def kept_seconds(self, work_seconds: float) -> float:
-        """The work kept when stopped after `work_seconds` of work in total."""
-        if self.checkpoint_seconds is None:
-            return 0.0
-        return math.floor(work_seconds / self.checkpoint_seconds) * self.checkpoint_seconds
+__all__ = ["JobRecord", "ReplayJob", "ReplayOutcome", "replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +93,8 @@ _RETRY = 2  # no event: a grid instant at which a failed patch is decided again
 def replay(
     jobs: Sequence[ReplayJob],
     decider: Decider,
-    ledger: Ledger,
-    settings: ReplaySettings,
+    ledger: GpuTimeLedger,
+    settings: EngineSettings,
     *,
     gate: IdleGate | None = None,
     progress: Callable[[float, int], None] | None = None,
@@ -144,8 +120,8 @@ class _Replay:
         self,
         jobs: Sequence[ReplayJob],
         decider: Decider,
-        ledger: Ledger,
-        settings: ReplaySettings,
+        ledger: GpuTimeLedger,
+        settings: EngineSettings,
         *,
         gate: IdleGate | None,
         progress: Callable[[float, int], None] | None,

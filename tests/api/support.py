@@ -31,6 +31,7 @@ from scheduler_service.api import (
     AdmissionDecision,
     AuthUnavailable,
     ClusterStatus,
+    Permission,
     User,
     WorkloadPods,
 )
@@ -117,8 +118,8 @@ def cluster_status() -> ClusterStatus:
     )
 
 
-Question = tuple[str, str, str, str, str, str]
-"""(user, verb, resource, group, namespace, name), as the fake authorizer records it."""
+Question = tuple[str, Permission]
+"""(user name, permission), as the fake authorizer records it."""
 
 
 @dataclass
@@ -139,23 +140,15 @@ class FakeAuthorizer:
             raise AuthUnavailable("the Kubernetes API server is unreachable (MaxRetryError)")
         return TOKENS.get(token)
 
-    def allowed(
-        self,
-        user: User,
-        *,
-        verb: str,
-        resource: str,
-        group: str = "",
-        namespace: str = "",
-        name: str = "",
-        subresource: str = "",
-    ) -> bool:
-        self.questions.append((user.name, verb, resource, group, namespace, name))
+    def allowed(self, user: User, permission: Permission) -> bool:
+        self.questions.append((user.name, permission))
         if "system:masters" in user.groups:
             return True
+        verb, resource, group = permission.verb, permission.resource, permission.group
         what = f"{resource}.{group}" if group else resource
         # A grant for "*" is a ClusterRoleBinding: it holds in every namespace too.
-        return any((user.name, verb, what, ns) in self.grants for ns in (namespace or "*", "*"))
+        namespaces = (permission.namespace or "*", "*")
+        return any((user.name, verb, what, ns) in self.grants for ns in namespaces)
 
 
 Decide = Callable[[Mapping[str, Any]], AdmissionDecision]

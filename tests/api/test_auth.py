@@ -4,7 +4,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from scheduler_service.api import ApiSettings, AuthUnavailable, ClusterStatus, User, create_app
+from scheduler_service.api import (
+    ApiSettings,
+    AuthUnavailable,
+    ClusterStatus,
+    Permission,
+    User,
+    create_app,
+)
 from tests.api.support import (
     ADMIN_AUTH,
     ALICE_AUTH,
@@ -72,17 +79,7 @@ def test_an_unreachable_api_server_is_503_not_401(
 
 @dataclass
 class _AuthorizerDownForReviews(FakeAuthorizer):
-    def allowed(
-        self,
-        user: User,
-        *,
-        verb: str,
-        resource: str,
-        group: str = "",
-        namespace: str = "",
-        name: str = "",
-        subresource: str = "",
-    ) -> bool:
+    def allowed(self, user: User, permission: Permission) -> bool:
         raise AuthUnavailable("the Kubernetes API server failed a subjectaccessreview (500)")
 
 

@@ -20,7 +20,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from scheduler_service.api import AuthUnavailable, User
+from scheduler_service.api import AuthUnavailable, Permission, User
 from scheduler_service.kube import KubeAuthorizer
 
 ALICE = User(name="alice", groups=("researchers",), uid="u1", extra={"scopes": ("a", "b")})
@@ -127,7 +127,7 @@ def test_token_answers_are_cached_for_cache_seconds(setup: Setup) -> None:
 
 def test_an_access_review_carries_the_whole_user_and_the_resource(setup: Setup) -> None:
     allowed = setup.authorizer.allowed(
-        ALICE, verb="list", resource="queues", group="aistack.io", name="org"
+        ALICE, Permission("list", "queues", group="aistack.io", name="org")
     )
 
     assert allowed is False
@@ -151,15 +151,15 @@ def test_an_access_review_carries_the_whole_user_and_the_resource(setup: Setup) 
 def test_access_answers_are_cached_per_question_and_bounded(setup: Setup) -> None:
     ask = setup.authorizer.allowed
 
-    assert ask(ALICE, verb="list", resource="pods", namespace="team-a") is True
-    assert ask(ALICE, verb="list", resource="pods", namespace="team-a") is True
-    assert ask(ALICE, verb="list", resource="pods", namespace="team-b") is False
+    assert ask(ALICE, Permission("list", "pods", namespace="team-a")) is True
+    assert ask(ALICE, Permission("list", "pods", namespace="team-a")) is True
+    assert ask(ALICE, Permission("list", "pods", namespace="team-b")) is False
     assert len(setup.access.reviews) == 2
     # Another user with the same name but other groups is another question.
-    ask(User(name="alice"), verb="list", resource="pods", namespace="team-a")
+    ask(User(name="alice"), Permission("list", "pods", namespace="team-a"))
     assert len(setup.access.reviews) == 3
     # max_entries=2: the oldest answer (team-a for ALICE) was dropped.
-    ask(ALICE, verb="list", resource="pods", namespace="team-a")
+    ask(ALICE, Permission("list", "pods", namespace="team-a"))
     assert len(setup.access.reviews) == 4
 
 
@@ -197,7 +197,7 @@ def test_an_access_review_that_fails_is_auth_unavailable(setup: Setup) -> None:
     setup.access.failure = ConnectionRefusedError(111, "Connection refused")
 
     with pytest.raises(AuthUnavailable, match="unreachable"):
-        setup.authorizer.allowed(ALICE, verb="get", resource="pods", namespace="team-a")
+        setup.authorizer.allowed(ALICE, Permission("get", "pods", namespace="team-a"))
 
 
 def test_cache_seconds_zero_asks_every_time() -> None:

@@ -27,7 +27,7 @@ from kubernetes.client import (
     V1RoleRef,
 )
 
-from scheduler_service.api import ApiSettings, AuthUnavailable, User, create_app
+from scheduler_service.api import ApiSettings, AuthUnavailable, Permission, User, create_app
 from scheduler_service.kube import KubeAuthorizer
 from tests.api.support import (
     FakeActions,
@@ -132,14 +132,14 @@ def test_rbac_answers_namespaced_and_cluster_scoped_questions(
     assert bob is not None
     assert admin is not None
 
-    assert authorizer.allowed(alice, verb="list", resource="pods", namespace="team-a")
-    assert authorizer.allowed(alice, verb="delete", resource="pods", namespace="team-a")
-    assert not authorizer.allowed(alice, verb="list", resource="pods", namespace="team-b")
-    assert not authorizer.allowed(alice, verb="list", resource="pods")  # cluster-wide
-    assert authorizer.allowed(alice, verb="list", resource="queues", group="aistack.io")
-    assert not authorizer.allowed(alice, verb="list", resource="nodes")
-    assert not authorizer.allowed(bob, verb="list", resource="pods", namespace="team-a")
-    assert authorizer.allowed(admin, verb="list", resource="nodes")
+    assert authorizer.allowed(alice, Permission("list", "pods", namespace="team-a"))
+    assert authorizer.allowed(alice, Permission("delete", "pods", namespace="team-a"))
+    assert not authorizer.allowed(alice, Permission("list", "pods", namespace="team-b"))
+    assert not authorizer.allowed(alice, Permission("list", "pods"))  # cluster-wide
+    assert authorizer.allowed(alice, Permission("list", "queues", group="aistack.io"))
+    assert not authorizer.allowed(alice, Permission("list", "nodes"))
+    assert not authorizer.allowed(bob, Permission("list", "pods", namespace="team-a"))
+    assert authorizer.allowed(admin, Permission("list", "nodes"))
 
 
 @pytest.mark.usefixtures("rbac")
@@ -149,9 +149,9 @@ def test_groups_count_in_the_review(cluster: TestCluster, authorizer: KubeAuthor
     carol = authorizer.authenticate(cluster.tokens["carol"])
     assert carol is not None
 
-    assert not authorizer.allowed(carol, verb="list", resource="nodes")
+    assert not authorizer.allowed(carol, Permission("list", "nodes"))
     assert authorizer.allowed(
-        User(name="carol", groups=("system:masters",)), verb="list", resource="nodes"
+        User(name="carol", groups=("system:masters",)), Permission("list", "nodes")
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from scheduler_service.api import Permission
 from tests.api.support import ALICE_AUTH, BOB_AUTH, FakeAuthorizer, TestClient, error_of
 
 
@@ -67,7 +68,7 @@ def test_queues_need_list_on_queues_in_the_aistack_group(
     code, message = error_of(response)
     assert code == "forbidden"
     assert message.startswith("user bob may not list queues.aistack.io cluster-wide;")
-    assert authorizer.questions == [("bob", "list", "queues", "aistack.io", "", "")]
+    assert authorizer.questions == [("bob", Permission("list", "queues", group="aistack.io"))]
 
 
 def test_one_queue_needs_get_on_that_queue(client: TestClient, authorizer: FakeAuthorizer) -> None:
@@ -77,4 +78,6 @@ def test_one_queue_needs_get_on_that_queue(client: TestClient, authorizer: FakeA
     assert error_of(response)[1].startswith(
         "user bob may not get queues.aistack.io team-a cluster-wide;"
     )
-    assert authorizer.questions == [("bob", "get", "queues", "aistack.io", "", "team-a")]
+    assert authorizer.questions == [
+        ("bob", Permission("get", "queues", group="aistack.io", name="team-a"))
+    ]

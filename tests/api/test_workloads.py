@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler_service.api import Permission
 from tests.api.support import (
     ADMIN_AUTH,
     ALICE_AUTH,
@@ -158,10 +159,10 @@ def test_alice_sees_only_namespaces_where_she_may_list_pods(
 ) -> None:
     assert _names(client, headers=ALICE_AUTH) == ["team-a/lost", "team-a/next", "team-a/train"]
     # One question per namespace for the whole page, not one per workload.
-    pod_questions = [q for q in authorizer.questions if q[2] == "pods"]
-    assert sorted(pod_questions) == [
-        ("alice", "list", "pods", "", "team-a", ""),
-        ("alice", "list", "pods", "", "team-b", ""),
+    pod_questions = [(u, p) for u, p in authorizer.questions if p.resource == "pods"]
+    assert sorted(pod_questions, key=lambda q: q[1].namespace) == [
+        ("alice", Permission("list", "pods", namespace="team-a")),
+        ("alice", Permission("list", "pods", namespace="team-b")),
     ]
 
 

@@ -33,6 +33,7 @@ from scheduler_service.core import (
     TopologyWish,
     Workload,
     WorkloadState,
+    check_plan,
     schedule,
 )
 
@@ -242,6 +243,25 @@ def complete_evictions(snapshot: Snapshot) -> Snapshot:
             for w in snapshot.workloads
         ),
     )
+
+
+LATER = 1000.0
+"""`decide`'s default time: well after the builders' start and submission times (0), so every
+minimum runtime a test sets has passed unless the test passes an earlier `now`."""
+
+
+def decide(snapshot: Snapshot, now: float = LATER) -> Plan:
+    """The plan for `snapshot` at `now`; fails the test if it breaks an invariant (`check_plan`)."""
+    plan = schedule(snapshot, now)
+    assert check_plan(snapshot, plan) == []
+    return plan
+
+
+def decide_workloads(
+    nodes: Iterable[Node], queues: Iterable[Queue], *workloads: Workload, now: float = LATER
+) -> Plan:
+    """`decide` on a snapshot of `nodes`, `queues` and `workloads` (the default policy)."""
+    return decide(make_snapshot(nodes, queues, workloads), now)
 
 
 def schedule_and_apply(snapshot: Snapshot, now: float) -> tuple[Plan, Snapshot]:

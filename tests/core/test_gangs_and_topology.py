@@ -6,13 +6,10 @@ from scheduler_service.core import (
     InsufficientCapacity,
     InvalidTarget,
     NoTopologyDomain,
-    Plan,
-    Snapshot,
-    check_plan,
-    schedule,
 )
 from tests.core.builders import (
     admitted,
+    decide,
     make_node,
     make_queue,
     make_snapshot,
@@ -24,12 +21,6 @@ from tests.core.builders import (
 )
 
 TEAM = make_queue("team", quota=32)
-
-
-def decide(snapshot: Snapshot) -> Plan:
-    plan = schedule(snapshot, now=0.0)
-    assert check_plan(snapshot, plan) == []
-    return plan
 
 
 RACKED = [

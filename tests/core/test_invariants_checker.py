@@ -269,6 +269,36 @@ def test_reclaiming_above_the_victims_quota_is_fine() -> None:
     assert check_plan(snapshot, plan) == []
 
 
+def test_a_move_inside_a_department_does_not_count_as_reclaimed_from_it() -> None:
+    # dept-a holds 9 of its quota of 8: one GPU goes to dept-b, one moves from team a1 to a2.
+    # dept-a ends at 8, its quota; only the first GPU leaves it.
+    a1 = [run(make_step(f"a1-{i}", "a1"), pod_on("n1", i)) for i in range(6)]
+    a2 = [
+        run(make_step("a2-0", "a2", gpus=2), pod_on("n1", 6, 7)),
+        run(make_step("a2-1", "a2"), pod_on("n2", 0)),
+    ]
+    b1 = run(make_step("b1-0", "b1", gpus=7), pod_on("n2", 1, 2, 3, 4, 5, 6, 7))
+    snapshot = make_snapshot(
+        nodes=[make_node("n1", gpus=8), make_node("n2", gpus=8)],
+        queues=[
+            make_queue("dept-a", quota=8),
+            make_queue("a1", "dept-a", quota=4),
+            make_queue("a2", "dept-a", quota=4),
+            make_queue("dept-b", quota=8),
+            make_queue("b1", "dept-b", quota=8),
+        ],
+        workloads=[*a1, *a2, b1, make_step("mine-b", "b1"), make_step("mine-a", "a2")],
+    )
+    plan = Plan(
+        evictions=(
+            Eviction("a1-0", EvictionCause.RECLAIM, "mine-b", "reclaimed"),
+            Eviction("a1-1", EvictionCause.RECLAIM, "mine-a", "reclaimed"),
+        ),
+        pending=waiting("mine-a", "mine-b"),
+    )
+    assert check_plan(snapshot, plan) == []
+
+
 def test_non_preemptible_work_past_the_quota_breaks_the_quota_gate() -> None:
     snapshot = cluster(make_step("build", "team", gpus=6, kind=Kind.BUILD))
     plan = Plan(admissions=(Admission("build", (pod_on("n1", *range(6)),)),))

@@ -5,13 +5,9 @@ from __future__ import annotations
 from scheduler_service.core import (
     Kind,
     OverQuotaNotAllowed,
-    Plan,
     QueueAtLimit,
-    Workload,
-    check_plan,
-    schedule,
 )
-from tests.core.builders import admitted, make_node, make_queue, make_snapshot, make_step, reason
+from tests.core.builders import admitted, decide_workloads, make_node, make_queue, make_step, reason
 
 NODES = [make_node("n1", gpus=8), make_node("n2", gpus=8)]
 QUEUES = [
@@ -21,20 +17,15 @@ QUEUES = [
 ]
 
 
-def decide(*workloads: Workload) -> Plan:
-    snapshot = make_snapshot(NODES, QUEUES, workloads)
-    plan = schedule(snapshot, now=0.0)
-    assert check_plan(snapshot, plan) == []
-    return plan
-
-
 def test_a_build_step_runs_within_its_queues_quota() -> None:
-    plan = decide(make_step("build", "team", gpus=4, kind=Kind.BUILD))
+    plan = decide_workloads(NODES, QUEUES, make_step("build", "team", gpus=4, kind=Kind.BUILD))
     assert list(admitted(plan)) == ["build"]
 
 
 def test_a_build_step_beyond_quota_waits_even_on_idle_gpus() -> None:
-    plan = decide(
+    plan = decide_workloads(
+        NODES,
+        QUEUES,
         make_step("b1", "team", gpus=3, kind=Kind.BUILD),
         make_step("b2", "team", gpus=2, kind=Kind.BUILD, submitted_at=1),
     )
@@ -54,27 +45,31 @@ def test_a_build_step_beyond_quota_waits_even_on_idle_gpus() -> None:
 
 
 def test_a_train_step_borrows_idle_gpus_beyond_quota() -> None:
-    plan = decide(make_step("train", "team", gpus=8))
+    plan = decide_workloads(NODES, QUEUES, make_step("train", "team", gpus=8))
     assert list(admitted(plan)) == ["train"]
 
 
 def test_an_inference_step_is_protected_and_so_bound_to_quota() -> None:
-    plan = decide(make_step("serve", "team", gpus=6, kind=Kind.INFER))
+    plan = decide_workloads(NODES, QUEUES, make_step("serve", "team", gpus=6, kind=Kind.INFER))
     assert isinstance(reason(plan, "serve"), OverQuotaNotAllowed)
 
 
 def test_extra_inference_replicas_marked_preemptible_may_borrow() -> None:
-    plan = decide(make_step("burst", "team", gpus=6, kind=Kind.INFER, preemptible=True))
+    plan = decide_workloads(
+        NODES, QUEUES, make_step("burst", "team", gpus=6, kind=Kind.INFER, preemptible=True)
+    )
     assert list(admitted(plan)) == ["burst"]
 
 
 def test_a_train_step_marked_not_preemptible_is_bound_to_quota() -> None:
-    plan = decide(make_step("pinned", "team", gpus=6, preemptible=False))
+    plan = decide_workloads(NODES, QUEUES, make_step("pinned", "team", gpus=6, preemptible=False))
     assert isinstance(reason(plan, "pinned"), OverQuotaNotAllowed)
 
 
 def test_a_queue_never_goes_past_its_limit() -> None:
-    plan = decide(
+    plan = decide_workloads(
+        NODES,
+        QUEUES,
         make_step("first", "team", gpus=8),
         make_step("second", "team", gpus=4, submitted_at=1),
     )
@@ -92,7 +87,9 @@ def test_a_queue_never_goes_past_its_limit() -> None:
 
 
 def test_a_parents_limit_caps_its_children_together() -> None:
-    plan = decide(
+    plan = decide_workloads(
+        NODES,
+        QUEUES,
         make_step("mine", "team", gpus=8),
         make_step("theirs", "other", gpus=8),
     )

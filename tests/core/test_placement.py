@@ -1,10 +1,14 @@
-"""Phase 3's placement: whole GPUs pack onto the tightest node, slices share GPUs tightly."""
+"""Phase 3's placement: least fragmentation for the learned mix, ties to the tightest fit.
+
+Every pod goes where it adds the least fragmentation for the request mix learned from
+submissions; slices share GPUs tightly.
+"""
 
 from __future__ import annotations
 
-from scheduler_service.core import Plan, Snapshot, check_plan, schedule
 from tests.core.builders import (
     admitted,
+    decide,
     gpu_of,
     make_node,
     make_queue,
@@ -17,20 +21,29 @@ from tests.core.builders import (
 TEAM = make_queue("team", quota=16)
 
 
-def decide(snapshot: Snapshot) -> Plan:
-    plan = schedule(snapshot, now=0.0)
-    assert check_plan(snapshot, plan) == []
-    return plan
-
-
 def test_whole_gpus_go_to_the_tightest_node_that_fits() -> None:
-    busy = run(make_step("busy", gpus=6), pod_on("n2", *range(6)))
+    # Only 2-GPU pods were ever submitted: no placement strands anything, the tightest fit wins.
+    busy = run(make_step("busy", gpus=2, pods=3), tuple(pod_on("n2", i, i + 1) for i in (0, 2, 4)))
     snapshot = make_snapshot(
         [make_node("n1"), make_node("n2"), make_node("n3", gpus=4)],
         [TEAM],
         [busy, make_step("new", gpus=2)],
     )
     assert admitted(decide(snapshot))["new"] == (pod_on("n2", 6, 7),)
+
+
+def test_whole_gpus_go_where_the_learned_mix_strands_least() -> None:
+    # The mix holds 6-GPU pods, which the 4-GPU node n3 can never hold: its 4 free GPUs can
+    # serve only the 2-GPU pods. Filling n3 halfway leaves 2 GPUs a 2-GPU pod can still use and
+    # takes nothing a 6-GPU pod could use; the tightest fit (n2) would leave n3 with 4.
+    # Two pods ahead, n3 then fills exactly; so the score sends the pod to n3.
+    busy = run(make_step("busy", gpus=6), pod_on("n2", *range(6)))
+    snapshot = make_snapshot(
+        [make_node("n1"), make_node("n2"), make_node("n3", gpus=4)],
+        [TEAM],
+        [busy, make_step("new", gpus=2)],
+    )
+    assert admitted(decide(snapshot))["new"] == (pod_on("n3", 0, 1),)
 
 
 def test_whole_gpus_leave_a_whole_node_free_for_a_large_gang() -> None:

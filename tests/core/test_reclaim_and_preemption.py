@@ -10,14 +10,18 @@ from scheduler_service.core import (
     Kind,
     Plan,
     Policy,
+    PoolQuota,
     Snapshot,
     WaitingForEviction,
     Workload,
-    check_plan,
-    schedule,
 )
 from tests.core.builders import (
+    A100_MIB,
+    LATER,
     admitted,
+    apply,
+    complete_evictions,
+    decide,
     evicting,
     make_node,
     make_queue,
@@ -30,12 +34,6 @@ from tests.core.builders import (
 
 NODE = make_node("n1", gpus=8)
 QUEUES = [make_queue("mine", quota=4), make_queue("theirs", quota=4)]
-
-
-def decide(snapshot: Snapshot, now: float = 1000.0) -> Plan:
-    plan = schedule(snapshot, now)
-    assert check_plan(snapshot, plan) == []
-    return plan
 
 
 def borrowed(*sizes: int, queue: str = "theirs", kind: Kind = Kind.TRAIN) -> list[Workload]:
@@ -298,3 +296,151 @@ def test_reclaim_passes_over_a_node_that_could_not_hold_the_workload() -> None:
     plan = decide(make_snapshot(nodes, queues, [*running, make_step("want", "a", gpus=8)]))
     assert evicted(plan) == {"b-big": EvictionCause.RECLAIM}
     assert isinstance(reason(plan, "want"), WaitingForEviction)
+
+
+# -- reclaim frees whole nodes for an in-quota gang -------------------------------------------
+
+
+def _until_admitted(snapshot: Snapshot, names: set[str], now: float, cycles: int) -> set[str]:
+    """Run `cycles` cycles (every eviction done by the next one); the `names` admitted."""
+    started: set[str] = set()
+    for _ in range(cycles):
+        plan = decide(snapshot, now)
+        started |= names & set(admitted(plan))
+        snapshot = complete_evictions(apply(snapshot, plan, now))
+        now += 60.0
+    return started
+
+
+def test_reclaim_does_not_spend_a_queue_s_give_on_a_node_it_cannot_free() -> None:
+    # a and c burst past their quotas on every node; b asks for 16 GPUs (two whole nodes) within
+    # its quota. c may give 2 GPUs back. n1 comes first (every node could free 8), but it holds
+    # 3 of c's GPUs: freeing it would take more than c may give. Taking c's first two there
+    # anyway would leave c nothing to give for its GPU on n2, and the search would fail,
+    # although n2 and n3 together free the two nodes (c gives 1, a gives 15).
+    nodes = [make_node(f"n{i}", gpus=8) for i in (1, 2, 3)]
+    queues = [make_queue("a", quota=2), make_queue("b", quota=16), make_queue("c", quota=2)]
+    running = [
+        *(run(make_step(f"c-{i}", "c", gpus=1), pod_on("n1", i)) for i in range(3)),
+        run(make_step("a-0", "a", gpus=5), pod_on("n1", 3, 4, 5, 6, 7)),
+        run(make_step("c-3", "c", gpus=1), pod_on("n2", 0)),
+        run(make_step("a-1", "a", gpus=4), pod_on("n2", 1, 2, 3, 4)),
+        run(make_step("a-2", "a", gpus=3), pod_on("n2", 5, 6, 7)),
+        run(make_step("a-3", "a", gpus=8), pod_on("n3", *range(8))),
+    ]
+    want = make_step("want", "b", gpus=8, pods=2, submitted_at=900.0)
+    plan = decide(make_snapshot(nodes, queues, [*running, want]))
+    assert set(evicted(plan)) == {"c-3", "a-1", "a-2", "a-3"}
+    assert isinstance(reason(plan, "want"), WaitingForEviction)
+
+
+def test_a_borrower_s_reservation_does_not_keep_an_in_quota_gang_from_reclaiming() -> None:
+    # b asks for one whole node within its quota. Only n2 can be freed: n1 and n3 hold d's
+    # in-quota work. Phase 3 held n1 for b's gang and n2 for a's older 8-GPU gang; but a is
+    # borrowing (it holds 22 GPUs against a quota of 0), and a guarantee comes before a
+    # borrower's reservation, so b reclaims n2.
+    nodes = [make_node(f"n{i}", gpus=8) for i in (1, 2, 3)]
+    queues = [make_queue("a", quota=0), make_queue("b", quota=8), make_queue("d", quota=4)]
+    running = [
+        run(make_step("d-0", "d", gpus=2), pod_on("n1", 0, 1)),
+        run(make_step("a-0", "a", gpus=6), pod_on("n1", *range(2, 8))),
+        run(make_step("a-1", "a", gpus=4), pod_on("n2", 0, 1, 2, 3)),
+        run(make_step("a-2", "a", gpus=4), pod_on("n2", 4, 5, 6, 7)),
+        run(make_step("d-1", "d", gpus=2), pod_on("n3", 0, 1)),
+        run(make_step("a-3", "a", gpus=6), pod_on("n3", *range(2, 8))),
+    ]
+    wants = [
+        make_step("a-gang", "a", gpus=8, submitted_at=10.0),
+        make_step("want", "b", gpus=8, submitted_at=900.0),
+    ]
+    plan = decide(make_snapshot(nodes, queues, [*running, *wants]))
+    assert set(evicted(plan)) == {"a-1", "a-2"}
+    assert isinstance(reason(plan, "want"), WaitingForEviction)
+
+
+def test_in_quota_8_and_16_gpu_jobs_start_within_one_cycle_and_the_grace() -> None:
+    # a bursts past its quota with small jobs on every node, c a little past its own; b's
+    # 8-GPU step and 16-GPU gang, both within b's quota, must each get whole nodes by the
+    # cycle after the one that saw them (the evictions' grace is over by then).
+    nodes = [make_node(f"n{i}", gpus=8) for i in range(1, 6)]
+    queues = [make_queue("a", quota=4), make_queue("b", quota=24), make_queue("c", quota=4)]
+    running = []
+    for i, node in enumerate(node.name for node in nodes):
+        c_gpus = 3 if i == 0 else 1
+        running += [
+            run(make_step(f"c-{node}-{g}", "c", gpus=1), pod_on(node, g), started_at=float(i))
+            for g in range(c_gpus)
+        ]
+        running += [
+            run(make_step(f"a-{node}-{g}", "a", gpus=1), pod_on(node, g), started_at=float(g))
+            for g in range(c_gpus, 8)
+        ]
+    wants = [
+        make_step("b-8", "b", gpus=8, submitted_at=900.0),
+        make_step("b-16", "b", gpus=8, pods=2, submitted_at=950.0),
+        make_step("a-more", "a", gpus=8, pods=2, submitted_at=100.0),
+    ]
+    snapshot = make_snapshot(nodes, queues, [*running, *wants])
+    assert _until_admitted(snapshot, {"b-8", "b-16"}, now=1000.0, cycles=2) == {"b-8", "b-16"}
+
+
+# -- reclaim settles on several pools (docs/core.md, "Order") ------------------------------
+
+_TWO_POOLS = [
+    make_node("h1", gpus=4),
+    make_node("a1", gpus=4, model="A100", pool="a100", memory_mib=A100_MIB),
+]
+_TWO_POOL_QUEUES = [
+    make_queue("org"),
+    make_queue("lender", "org", quota=2, quotas=[PoolQuota("a100", quota=2)]),
+    make_queue("owner", "org", quota=2, quotas=[PoolQuota("a100", quota=2)]),
+]
+
+
+def _evictions_per_cycle(snapshot: Snapshot, cycles: int) -> list[int]:
+    """Evictions in each of `cycles` cycles carried out at once, nothing new submitted."""
+    counts = []
+    for cycle in range(cycles):
+        plan = decide(snapshot, now=LATER + cycle)
+        counts.append(len(plan.evictions))
+        snapshot = complete_evictions(apply(snapshot, plan, LATER + cycle))
+    return counts
+
+
+def test_reclaim_settles_when_the_queue_head_borrows_in_another_pool() -> None:
+    # owner borrows in h100 (its head waits there) and is owed its quota in a100, where
+    # lender borrows and waits with more. Ranked by its head's pool, owner's queue came after
+    # lender's, so the a100 GPU it reclaimed went back to lender every cycle.
+    running = [
+        run(make_step("o-h", "owner", gpus=4, pools=["h100"]), pod_on("h1", 0, 1, 2, 3)),
+        *(run(make_step(f"l-a{i}", "lender", pools=["a100"]), pod_on("a1", i)) for i in range(4)),
+    ]
+    pending = [
+        make_step("o-head", "owner", pools=["h100"], submitted_at=1.0),
+        make_step("o-a100", "owner", pools=["a100"], submitted_at=2.0),
+        make_step("l-more", "lender", pools=["a100"], submitted_at=3.0),
+    ]
+    counts = _evictions_per_cycle(make_snapshot(_TWO_POOLS, _TWO_POOL_QUEUES, running + pending), 6)
+    assert counts[0] == 1  # owner takes one a100 GPU back
+    assert counts[2:] == [0, 0, 0, 0], counts
+
+
+def test_reclaim_settles_when_a_preferred_pool_would_borrow() -> None:
+    # waiting prefers a100, where its queue borrows, but is owed quota in h100. Ranked as owed
+    # quota yet placed in a100, it took the a100 room reclaimed for owner's step every cycle.
+    running = [
+        run(make_step("w-a", "waiting", gpus=2, pools=["a100"]), pod_on("a1", 0, 1)),
+        run(make_step("o-a", "owner", pools=["a100"]), pod_on("a1", 2)),
+        run(make_step("l-a", "lender", pools=["a100"]), pod_on("a1", 3)),
+        run(make_step("l-h", "lender", gpus=4, pools=["h100"]), pod_on("h1", 0, 1, 2, 3)),
+    ]
+    queues = [
+        *_TWO_POOL_QUEUES,
+        make_queue("waiting", "org", quota=2, quotas=[PoolQuota("a100", quota=0)]),
+    ]
+    pending = [
+        make_step("w-next", "waiting", pools=["a100", "h100"], submitted_at=1.0),
+        make_step("o-next", "owner", pools=["a100"], submitted_at=2.0),
+    ]
+    counts = _evictions_per_cycle(make_snapshot(_TWO_POOLS, queues, running + pending), 6)
+    assert counts[2:] == [0, 0, 0, 0], counts

@@ -5,14 +5,12 @@ from __future__ import annotations
 from scheduler_service.core import (
     BlockedByReservation,
     InsufficientCapacity,
-    Plan,
     Policy,
     Snapshot,
-    check_plan,
-    schedule,
 )
 from tests.core.builders import (
     admitted,
+    decide,
     make_node,
     make_queue,
     make_snapshot,
@@ -39,12 +37,6 @@ def crowded(policy: Policy) -> Snapshot:
         ],
         policy=policy,
     )
-
-
-def decide(snapshot: Snapshot) -> Plan:
-    plan = schedule(snapshot, now=1000.0)
-    assert check_plan(snapshot, plan) == []
-    return plan
 
 
 def test_a_blocked_gang_reserves_nodes_for_itself() -> None:

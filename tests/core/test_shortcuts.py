@@ -4,25 +4,22 @@ A replay runs tens of thousands of cycles, so the cycle skips work it can prove 
 reclaim search whose workload cannot fit even if every candidate went (`ReclaimRoom.may_fit`,
 from GPU counts the world keeps between cycles when minimum runtimes cannot matter), a
 placement of a shape that already failed in phase 3 (`_fails_for_good`), the rest of a queue
-that can change nothing (`_inert`), the reclaim checks of a queue none of whose workloads may
-reclaim (`_none_entitled`), the reserved nodes read off the pool's buckets (`_fullest_nodes`),
-one reason per class of workloads and one holder search per shape in phase 6, and the fullest
-node read off the buckets. Each test turns the shortcuts off and compares plans: the fast
-algorithm checked against the naive one.
+that can change nothing (`_rest_cannot_change`), the reclaim checks of a queue none of whose
+workloads may reclaim (`_none_entitled`), reclaim searches when one queue alone has work and
+no reasons are wanted (`_nothing_to_take`), the reserved nodes read off the pool's buckets
+(`_fullest_nodes`), one reason per class of workloads and one holder search per shape in
+phase 6, and the fullest node read off the buckets. Each test runs the cycle with
+`shortcuts=False` as well and compares plans: the fast algorithm checked against the naive one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 
-from scheduler_service.core import _cycle, schedule
-from scheduler_service.core._cycle import _Cycle
-from scheduler_service.core._room import ReclaimRoom
+from scheduler_service.core import Plan, Scheduler, Snapshot, _reclaim, schedule
 from scheduler_service.core._victims import VictimSearch, find_victims
 from tests.core.builders import make_node, make_queue, make_snapshot, make_step, pod_on, run
 from tests.core.strategies import Cycle, any_cycles
@@ -30,38 +27,22 @@ from tests.core.strategies import Cycle, any_cycles
 EXAMPLES = 200
 
 
-@contextmanager
-def plain_searches() -> Iterator[None]:
-    """Every shortcut off: the cycle searches, sorts and scans as if it knew nothing."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ReclaimRoom, "may_fit", lambda self, workload, pool: True)
-        patch.setattr(_cycle, "_fails_for_good", lambda workload: False)
-        patch.setattr(_Cycle, "_runtime_moot", lambda self: False)
-        patch.setattr(_Cycle, "_inert", lambda self, queue, shapes: False)
-        patch.setattr(_Cycle, "_none_entitled", lambda self, queue, pool: False)
-        patch.setattr(_Cycle, "_own_reasons", lambda self: set(self.waiting.class_of))
-        patch.setattr(
-            _Cycle,
-            "_reason",
-            lambda self, workload: self._reason_of(workload, self.pools_for[workload.name][0]),
-        )
-        patch.setattr(
-            _Cycle,
-            "_fullest_nodes",
-            lambda self, workload, pool: self._closest_nodes(workload, pool, None),
-        )
-        patch.setattr(_Cycle, "_reservation_holder", _Cycle._reservation_holder_uncached)
-        patch.setattr(_Cycle, "_largest_free_uncached", _Cycle._largest_free_scan)
-        yield
+def plain_searches(snapshot: Snapshot, now: float, *, explain: bool = True) -> Plan:
+    """The cycle with every shortcut off: it searches, sorts and scans as if it knew nothing."""
+    return Scheduler.from_snapshot(snapshot).cycle(now, explain=explain, shortcuts=False)
 
 
 @settings(max_examples=EXAMPLES)
 @given(any_cycles())
 def test_the_shortcuts_do_not_change_the_plan(cycle: Cycle) -> None:
-    fast = schedule(cycle.snapshot, cycle.now)
-    with plain_searches():
-        plain = schedule(cycle.snapshot, cycle.now)
-    assert fast == plain
+    assert plain_searches(cycle.snapshot, cycle.now) == schedule(cycle.snapshot, cycle.now)
+
+
+@settings(max_examples=EXAMPLES)
+@given(any_cycles())
+def test_the_shortcuts_do_not_change_the_decisions_alone(cycle: Cycle) -> None:
+    fast = Scheduler.from_snapshot(cycle.snapshot).cycle(cycle.now, explain=False)
+    assert plain_searches(cycle.snapshot, cycle.now, explain=False) == fast
 
 
 def test_a_reclaim_that_cannot_fit_is_not_searched(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,11 +64,10 @@ def test_a_reclaim_that_cannot_fit_is_not_searched(monkeypatch: pytest.MonkeyPat
         searches.append("search")
         return find_victims(*args, **kwargs)
 
-    monkeypatch.setattr(_cycle, "find_victims", counted)
+    monkeypatch.setattr(_reclaim, "find_victims", counted)  # a spy: it only counts the calls
     fast = schedule(snapshot, 100.0)
     assert searches == []
-    with plain_searches():
-        plain = schedule(snapshot, 100.0)
+    plain = plain_searches(snapshot, 100.0)
     assert searches == ["search"]
     assert fast == plain
     assert not fast.evictions
@@ -105,8 +85,7 @@ def test_a_reclaim_for_guaranteed_quota_counts_victims_within_their_fair_share()
     ]
     snapshot = make_snapshot(nodes, queues, workloads)
     fast = schedule(snapshot, 100.0)
-    with plain_searches():
-        assert schedule(snapshot, 100.0) == fast
+    assert plain_searches(snapshot, 100.0) == fast
     assert [e.workload for e in fast.evictions] == ["a1"]
 
 
@@ -122,7 +101,6 @@ def test_a_blocked_head_does_not_keep_smaller_work_of_its_queue_out() -> None:
     ]
     snapshot = make_snapshot(nodes, queues, workloads)
     fast = schedule(snapshot, 100.0)
-    with plain_searches():
-        assert schedule(snapshot, 100.0) == fast
+    assert plain_searches(snapshot, 100.0) == fast
     assert [a.workload for a in fast.admissions] == ["small"]
     assert [pod.node for pod in fast.admissions[0].allocation] == ["n2"]

@@ -2,23 +2,40 @@
 
 The machine plays the driver: it submits work, finishes or cancels it, completes evictions,
 loses nodes and gets them back, and lets time pass. After every event it runs `schedule`,
-asserts that the plan keeps every invariant (`check_plan`), and applies it as a driver would.
+asserts that the plan keeps every invariant (`check_plan`), and carries it out as a driver
+would.
+
 Across the whole run no workload may be lost: what was submitted and has neither finished nor
-been cancelled is in the snapshot.
+been cancelled is in the snapshot, and nothing else is. The machine learns each workload's state
+from the plan alone (`carry_out`): admitted work runs, evicted work is leaving, running work the
+plan does not evict keeps running, and pending work waits only if the plan lists it as pending.
+A workload the core forgets is therefore missing from the machine's next snapshot (and one it
+names twice makes the next snapshot invalid); `test_the_rule_catches_a_core_that_forgets_a_
+workload` shows the rule failing on such a core.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from scheduler_service.core import (
     Kind,
+    Plan,
     Policy,
     Snapshot,
+    SnapshotError,
     TopologyWish,
     Workload,
     WorkloadState,
@@ -27,12 +44,13 @@ from scheduler_service.core import (
 )
 from tests.core.builders import (
     A100_MIB,
-    apply,
     back_to_pending,
     complete_evictions,
+    evicting,
     make_node,
     make_queue,
     make_step,
+    run,
 )
 
 NODES = (
@@ -81,8 +99,36 @@ def submissions(draw: st.DrawFn) -> Workload:
     return step
 
 
+def carry_out(snapshot: Snapshot, plan: Plan, now: float) -> Snapshot:
+    """The next snapshot of a driver that knows each workload's state from `plan` alone.
+
+    Admissions start (RUNNING from `now`), evictions begin (EVICTING, keeping their GPUs),
+    placed work the plan does not evict stays as it is, and pending work stays only where the
+    plan lists it as pending. Nothing is looked up in `snapshot` for pending work, so a workload
+    the plan leaves out is gone and one it names twice is there twice.
+    """
+    by_name = {w.name: w for w in snapshot.workloads}
+    evicted = {e.workload for e in plan.evictions}
+    placed = [
+        evicting(w) if w.name in evicted else w
+        for w in snapshot.workloads
+        if w.state is not WorkloadState.PENDING
+    ]
+    started = [run(by_name[a.workload], a.allocation, now) for a in plan.admissions]
+    waiting = [by_name[p.workload] for p in plan.pending]
+    return replace(snapshot, workloads=(*placed, *started, *waiting))
+
+
+def lost_or_resurrected(alive: set[str], snapshot: Snapshot) -> list[str]:
+    """The rule: what is alive but not in `snapshot`, or in it but not alive (sorted)."""
+    return sorted(alive ^ {w.name for w in snapshot.workloads})
+
+
 class ClusterMachine(RuleBasedStateMachine):
     """The driver's side of the loop; see the module docstring."""
+
+    core: Callable[[Snapshot, float], Plan] = staticmethod(schedule)
+    """What decides each cycle: the real core (a test swaps in a broken one)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,9 +140,13 @@ class ClusterMachine(RuleBasedStateMachine):
         )
 
     def cycle(self) -> None:
-        plan = schedule(self.snapshot, self.now)
+        plan = self.core(self.snapshot, self.now)
+        self.check(plan)
+        self.snapshot = carry_out(self.snapshot, plan, self.now)
+
+    def check(self, plan: Plan) -> None:
+        """The plan keeps every invariant."""
         assert check_plan(self.snapshot, plan) == []
-        self.snapshot = apply(self.snapshot, plan, self.now)
 
     def in_state(self, state: WorkloadState) -> list[str]:
         return sorted(w.name for w in self.snapshot.workloads if w.state is state)
@@ -169,8 +219,40 @@ class ClusterMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_workload_is_lost(self) -> None:
-        assert {w.name for w in self.snapshot.workloads} == self.alive
+        assert lost_or_resurrected(self.alive, self.snapshot) == []
 
 
 ClusterMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
 TestClusterMachine = ClusterMachine.TestCase
+
+
+def forgetful_core(snapshot: Snapshot, now: float) -> Plan:
+    """A deliberately broken core: its plan leaves out the last pending workload it lists."""
+    plan = schedule(snapshot, now)
+    return replace(plan, pending=plan.pending[:-1])
+
+
+class ForgetfulCoreMachine(ClusterMachine):
+    """The machine on `forgetful_core`, with only the no-workload-is-lost rule checking it."""
+
+    core = staticmethod(forgetful_core)
+
+    def check(self, plan: Plan) -> None:
+        """Left out on purpose: `check_plan` would report the lost workload first."""
+
+
+def test_the_rule_catches_a_core_that_forgets_a_workload() -> None:
+    with pytest.raises(AssertionError, match=r"assert \['w\d+'\] == \[\]"):
+        run_state_machine_as_test(
+            ForgetfulCoreMachine, settings=settings(max_examples=50, stateful_step_count=10)
+        )
+
+
+def test_a_workload_the_plan_names_twice_stops_the_machine() -> None:
+    step = make_step("w1", "team-a", gpus=64)  # more than the cluster: it waits
+    snapshot = Snapshot(nodes=NODES, queues=QUEUES, workloads=(step,))
+    plan = schedule(snapshot, 0.0)
+
+    assert lost_or_resurrected({"w1"}, carry_out(snapshot, plan, 0.0)) == []
+    with pytest.raises(SnapshotError, match="duplicate"):
+        carry_out(snapshot, replace(plan, pending=plan.pending * 2), 0.0)

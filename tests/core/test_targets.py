@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_service.core import InvalidTarget, Plan, Workload, check_plan, schedule
+from scheduler_service.core import InvalidTarget, Plan, PoolQuota, Workload, schedule
 from tests.core.builders import (
     A100_MIB,
     admitted,
+    decide_workloads,
     make_node,
     make_queue,
     make_snapshot,
@@ -28,31 +29,36 @@ QUEUES = [
 ]
 
 
-def decide(*workloads: Workload) -> Plan:
-    snapshot = make_snapshot(NODES, QUEUES, workloads)
-    plan = schedule(snapshot, now=0.0)
-    assert check_plan(snapshot, plan) == []
-    return plan
-
-
 def node_of(plan: Plan, workload: str) -> str:
     return admitted(plan)[workload][0].node
 
 
 def test_the_first_listed_pool_is_preferred() -> None:
-    assert node_of(decide(make_step("a", "team", pools=["a100", "h100"])), "a") == "a1"
-    assert node_of(decide(make_step("h", "team", pools=["h100", "a100"])), "h") == "h1"
+    queues = [
+        make_queue("org"),
+        make_queue("team", "org", quota=8, quotas=[PoolQuota("a100", quota=4)]),
+    ]
+    a100_first = decide_workloads(NODES, queues, make_step("a", "team", pools=["a100", "h100"]))
+    h100_first = decide_workloads(NODES, queues, make_step("h", "team", pools=["h100", "a100"]))
+    assert node_of(a100_first, "a") == "a1"
+    assert node_of(h100_first, "h") == "h1"
+
+
+def test_a_pool_within_quota_comes_before_a_preferred_pool_that_borrows() -> None:
+    # "team" has quota in h100 only: in a100 it would borrow, and be reclaimable there.
+    plan = decide_workloads(NODES, QUEUES, make_step("a", "team", pools=["a100", "h100"]))
+    assert node_of(plan, "a") == "h1"
 
 
 def test_the_next_pool_is_used_when_the_first_is_full() -> None:
     full = run(make_step("full", "other", gpus=4), pod_on("a1", 0, 1, 2, 3))
-    plan = decide(full, make_step("a", "team", pools=["a100", "h100"]))
+    plan = decide_workloads(NODES, QUEUES, full, make_step("a", "team", pools=["a100", "h100"]))
     assert node_of(plan, "a") == "h1"
 
 
 def test_a_model_wish_keeps_the_workload_on_that_model() -> None:
     full = run(make_step("full", "other", gpus=4), pod_on("a1", 0, 1, 2, 3))
-    plan = decide(full, make_step("a", "team", models=["A100"]))
+    plan = decide_workloads(NODES, QUEUES, full, make_step("a", "team", models=["A100"]))
     assert admitted(plan) == {}
 
 
@@ -115,7 +121,7 @@ def test_a_tainted_node_takes_only_work_that_tolerates_the_taint() -> None:
     ],
 )
 def test_an_invalid_target_says_what_is_wrong(workload: Workload, message: str) -> None:
-    plan = decide(workload)
+    plan = decide_workloads(NODES, QUEUES, workload)
     why = reason(plan, "w")
     assert isinstance(why, InvalidTarget)
     assert why.code == "InvalidRequest"
@@ -123,7 +129,7 @@ def test_an_invalid_target_says_what_is_wrong(workload: Workload, message: str) 
 
 
 def test_a_model_that_exists_only_outside_the_chosen_pools_is_not_called_missing() -> None:
-    plan = decide(make_step("w", "team", pools=["h100"], models=["A100"]))
+    plan = decide_workloads(NODES, QUEUES, make_step("w", "team", pools=["h100"], models=["A100"]))
     why = reason(plan, "w")
     assert isinstance(why, InvalidTarget)
     # A100 GPUs exist (in pool a100); the message must not say that no node has them.
@@ -132,5 +138,5 @@ def test_a_model_that_exists_only_outside_the_chosen_pools_is_not_called_missing
 
 
 def test_an_invalid_target_does_not_stop_the_others() -> None:
-    plan = decide(make_step("bad", "ghost"), make_step("good", "team"))
+    plan = decide_workloads(NODES, QUEUES, make_step("bad", "ghost"), make_step("good", "team"))
     assert sorted(admitted(plan)) == ["good"]

@@ -9,8 +9,8 @@ import pytest
 from scheduler_service import pod_contract as keys
 from scheduler_service.core import Policy, WorkloadState
 from scheduler_service.kube._ledger import (
-    Ledger,
     PodEviction,
+    PodLedger,
     PodMessage,
     PodRelease,
     _places_in,
@@ -36,8 +36,8 @@ def make_ledger(
     gpus: int = 8,
     grace: float = 30,
     assembly_timeout: float = 600,
-) -> Ledger:
-    ledger = Ledger(
+) -> PodLedger:
+    ledger = PodLedger(
         pool_label=keys.POOL_LABEL,
         policy=Policy(),
         eviction_grace_seconds=grace,
@@ -50,7 +50,7 @@ def make_ledger(
     return ledger
 
 
-def admit(ledger: Ledger, pods: list[Pod], now: float = NOW) -> list[Pod]:
+def admit(ledger: PodLedger, pods: list[Pod], now: float = NOW) -> list[Pod]:
     """Run a cycle and apply its releases as the API server would; return the released pods."""
     by_name = {p["metadata"]["name"]: p for p in pods}
     out = []
@@ -61,7 +61,7 @@ def admit(ledger: Ledger, pods: list[Pod], now: float = NOW) -> list[Pod]:
     return out
 
 
-def state_of(ledger: Ledger, name: str, now: float = NOW) -> WorkloadState:
+def state_of(ledger: PodLedger, name: str, now: float = NOW) -> WorkloadState:
     ledger.sync(now)
     return next(
         w.state for w in ledger.status(cycle_at=0, leader=True).snapshot.workloads if w.name == name
@@ -405,10 +405,10 @@ def test_a_waiting_pod_is_told_its_queue_place_the_queues_standing_and_the_reaso
     }
 
 
-def tell(ledger: Ledger, messages: tuple[PodMessage, ...]) -> None:
+def tell(ledger: PodLedger, messages: tuple[PodMessage, ...]) -> None:
     """As the driver does once the API server accepted each message."""
     for message in messages:
-        ledger.told(message, "1")
+        ledger.message_written(message, "1")
 
 
 def test_a_long_queue_rewrites_only_the_messages_whose_place_changes_in_words() -> None:
@@ -454,7 +454,7 @@ def test_places_are_exact_at_the_head_and_ranges_behind() -> None:
 # -- gangs that lose a member or never assemble ----------------------------------------------------
 
 
-def running_gang(ledger: Ledger, size: int = 3) -> list[Pod]:
+def running_gang(ledger: PodLedger, size: int = 3) -> list[Pod]:
     """A gang `g` of `size` 8-GPU pods, placed and running (one per node)."""
     pods = [make_pod(f"g-{i}", gpus=8, gang="g", gang_size=size) for i in range(size)]
     for pod in pods:

@@ -7,12 +7,22 @@ golden as carefully as code: each scenario's header comment says what should hap
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from scheduler_service.sim import bundled_scenario, load_scenario, render_report, run_scenario
+from scheduler_service.sim import (
+    Scenario,
+    SimulationResult,
+    Submission,
+    bundled_scenario,
+    load_scenario,
+    render_report,
+    run_scenario,
+)
 from tests.golden import compare
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -27,13 +37,40 @@ def test_there_are_scenarios() -> None:
     assert len(SCENARIOS) >= 9
 
 
+def outcome_problems(scenario: Scenario, result: SimulationResult) -> list[str]:
+    """Every submitted workload without exactly one outcome, and every outcome not submitted.
+
+    Counted against the scenario's submissions, not against the outcomes themselves: a run that
+    loses a workload has one outcome fewer, and its report (and a golden regenerated from it)
+    simply does not mention it.
+    """
+    submitted = Counter(e.workload.name for e in scenario.events if isinstance(e, Submission))
+    outcomes = Counter(o.workload for o in result.outcomes)
+    return [
+        f"{name}: submitted {submitted[name]} time(s), {outcomes[name]} outcome(s)"
+        for name in sorted(submitted | outcomes)
+        if outcomes[name] != submitted[name]
+    ]
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda path: path.stem)
 def test_scenario_matches_golden(path: Path) -> None:
-    result = run_scenario(load_scenario(path))
+    scenario = load_scenario(path)
+    result = run_scenario(scenario)
 
-    submitted = {o.workload for o in result.outcomes}
-    assert len(submitted) == len(result.outcomes), "every workload has exactly one outcome"
+    assert outcome_problems(scenario, result) == [], "every workload has exactly one outcome"
     compare(render_report(result), _golden_of(path))
+
+
+def test_a_run_that_loses_a_workload_fails_the_outcome_check() -> None:
+    """A deliberately broken run: the last outcome is missing, as if the workload were lost."""
+    scenario = load_scenario(TESTDATA / "three_researchers.toml")
+    result = run_scenario(scenario)
+    lost = result.outcomes[-1].workload
+    broken = replace(result, outcomes=result.outcomes[:-1])
+
+    assert outcome_problems(scenario, result) == []
+    assert outcome_problems(scenario, broken) == [f"{lost}: submitted 1 time(s), 0 outcome(s)"]
 
 
 def test_bundled_demo_scenario_matches_the_same_golden() -> None:

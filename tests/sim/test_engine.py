@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -159,6 +161,22 @@ def test_an_evicted_workload_resumes_from_its_last_checkpoint(
     assert (finished.evictions, finished.lost_seconds) == (1, lost)
 
 
+def test_a_resumed_workload_pays_the_restart_before_it_makes_progress() -> None:
+    # As in `_reclaim_setup`, with a checkpoint every 300 s and 50 s to load it on resuming.
+    engine = Engine(
+        nodes=[make_node("n1", gpus=4)],
+        queues=[make_queue("borrower", quota=0), make_queue("owner", quota=4)],
+        settings=EngineSettings(checkpoint_seconds=300, restart_seconds=50),
+    )
+    _submit(engine, 0, make_step("borrowed", "borrower", gpus=4), 1000)
+    _submit(engine, 600, make_step("owned", "owner", gpus=4), 100)
+    engine.advance()
+    finished = _events_of(engine.result(), "borrowed")[-1]
+    assert isinstance(finished, Finished)
+    # Resumed at 730 with 600 s kept: 50 s of restart, then the last 400 s of work.
+    assert (finished.at, finished.lost_seconds) == (730 + 50 + 400, 50)
+
+
 def test_gpu_time_counts_the_grace_period() -> None:
     result = _reclaim_setup(checkpoint_seconds=300)
 
@@ -291,11 +309,12 @@ def test_a_name_can_be_submitted_only_once() -> None:
         ({"cycle_seconds": 0}, "cycle_seconds must be > 0"),
         ({"eviction_grace_seconds": -1}, "eviction_grace_seconds must be >= 0"),
         ({"checkpoint_seconds": 0}, "checkpoint_seconds must be > 0"),
+        ({"restart_seconds": -1}, "restart_seconds must be >= 0"),
     ],
 )
-def test_settings_are_validated(kwargs: dict[str, float], message: str) -> None:
+def test_settings_are_validated(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        EngineSettings(**kwargs)
+        replace(EngineSettings(), **kwargs)
 
 
 # -- nothing lost, on random clusters ----------------------------------------------------------

@@ -81,6 +81,16 @@ def test_pods_map_to_whole_gpus_slices_and_cpu_only(tmp_path: Path) -> None:
     assert cpu.request == Request(cpu_milli=500, memory_mib=1)
 
 
+def test_gpu_spec_binds_gpu_pods_only_and_skips_empty_names(tmp_path: Path) -> None:
+    # As the published simulator converts pods: a CPU-only pod's gpu_spec is dropped.
+    path = write(tmp_path / "p.csv", POD_HEADER + "g,1,1,1,1000,V100M16||V100M32|\nc,1,1,0,0,T4\n")
+
+    gpu, cpu = load_pods(path)
+
+    assert gpu.models == ("V100M16", "V100M32")
+    assert cpu.models == ()
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [
@@ -193,6 +203,46 @@ def test_fgd_counts_gpus_behind_exhausted_cpu_as_fragments() -> None:
     assert mix.fragmentation("T4", 8000, (1000, 1000)) == 0.0
     assert mix.fragmentation("T4", 3000, (1000, 1000)) == 2000.0  # no task fits the CPU left
     assert mix.fragmentation("T4", 8000, (300, 1000)) == 300.0
+
+
+def test_fgd_task_types_are_the_most_popular_ones_with_cpu_only_types() -> None:
+    whole = Shape(1000, 0, 1, MILLI_GPU)
+    rare = slice_shape(500)  # 1 pod in 20: outside the 95% most popular, dropped
+    cpu_only = Shape(1000, 0, 0, 0)
+
+    assert TaskMix([whole] * 19 + [rare]).fragmentation("T4", 8000, (500, 1000)) == 500.0
+    kept = TaskMix([whole] * 19 + [rare], popularity_percent=100)
+    assert kept.fragmentation("T4", 8000, (500, 1000)) == 0.95 * 500
+    # A CPU-only type can use no GPU: all the free GPU capacity counts, for its share.
+    assert TaskMix([whole, cpu_only]).fragmentation("T4", 8000, (1000, 1000)) == 1000.0
+
+
+def test_fgd_gives_equal_scores_to_the_node_with_the_smallest_name() -> None:
+    # "b" comes first in the node list and in another node class than "a"; a 1-GPU pod
+    # strands nothing on either (score 50 on both), and the published simulator's scheduler
+    # then takes the smallest name, not the first node or a random one.
+    nodes = (gpu_node("b", gpus=2, cpu_milli=128_000), gpu_node("a", gpus=2))
+    one = Shape(4000, 0, 1, MILLI_GPU)
+    fgd = FgdPolicy(nodes, TaskMix([one]))
+
+    assert fgd.place(one)
+    assert fgd.place(one)  # "a" again: it still strands nothing and keeps the smaller name
+
+    assert [n.free_gpus for n in fgd.cluster.nodes] == [[1000, 1000], [0, 0]]
+
+
+def test_fgd_scores_near_equal_gradients_alike_as_kubernetes_does() -> None:
+    # The score is int(100 * sigmoid(-increase / 1000 milli)): a 30% slice strands 10 milli on
+    # "b" and 30 on "a", both score 49, and the smaller name wins where the exact gradient
+    # would have chosen "b".
+    nodes = (gpu_node("b"), gpu_node("a"))
+    fgd = FgdPolicy(nodes, TaskMix([slice_shape(300)]))
+    fgd.cluster.take(slice_shape(690), Choice(0, (0,)))  # "b": 310 left
+    fgd.cluster.take(slice_shape(670), Choice(1, (0,)))  # "a": 330 left
+
+    assert fgd.place(slice_shape(300))
+
+    assert [n.free_gpus for n in fgd.cluster.nodes] == [[310], [30]]
 
 
 def test_random_places_only_where_the_pod_fits_and_replays_by_seed() -> None:

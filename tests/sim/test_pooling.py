@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,8 @@ import pytest
 from scheduler_service.cli import main
 from scheduler_service.sim import Faults
 from scheduler_service.sim._decider import SnapshotDecider
-from scheduler_service.sim._ledger import Ledger
+from scheduler_service.sim._inputs import EngineSettings
+from scheduler_service.sim._ledger import GpuTimeLedger
 from scheduler_service.sim._philly import PhillyJob, PhillyTrace
 from scheduler_service.sim._pooling import (
     Cluster,
@@ -22,10 +23,9 @@ from scheduler_service.sim._pooling import (
     scale_cluster,
 )
 from scheduler_service.sim._pooling_metrics import figures_of, jain_index, percentile
-from scheduler_service.sim._replay import ReplaySettings
 from tests.sim.traces import write_philly
 
-SETTINGS = ReplaySettings(
+SETTINGS = EngineSettings(
     cycle_seconds=60,
     eviction_grace_seconds=30,
     checkpoint_seconds=1800,
@@ -155,8 +155,22 @@ def test_when_every_patch_fails_nothing_starts_and_the_replay_ends() -> None:
     assert [r.first_start for r in records.records] == [None, None, None]
 
 
+def test_late_in_quota_jobs_are_named_with_their_wait() -> None:
+    # a's 4-GPU job fits its unused quota (16 GPUs: 10 held + 4) but no node: its two 5-GPU
+    # jobs leave 3 GPUs free on each of its two nodes until t=3600.
+    trace = replace(
+        trace_of(("a", 0, 3600, 5), ("a", 0, 3600, 5), ("a", 60, 600, 4)),
+        vc_nodes={"a": 2},
+    )
+    static = figures_of(run(trace, "static"))
+    assert static.in_quota_late == 1
+    (late,) = static.in_quota_late_jobs
+    assert (late.name, late.vc, late.gpus, late.wait_s) == ("job-00002", "a", 4, 3600 - 60)
+    assert static.in_quota_max_wait_s == 3600 - 60
+
+
 def test_ledger_integrates_exactly() -> None:
-    ledger = Ledger(total_gpus=16, quotas={"a": 8, "b": 8}, window_end=100)
+    ledger = GpuTimeLedger(total_gpus=16, quotas={"a": 8, "b": 8}, window_end=100)
     ledger.wait("a", 4)
     ledger.advance(10)  # 10 s: a waits for 4 with 16 idle
     ledger.wait("a", -4)
@@ -178,11 +192,51 @@ def test_percentile_and_jain_index() -> None:
     assert jain_index([1, 0]) == 0.5
 
 
-def test_scaling_keeps_every_job_fitting_its_own_vc() -> None:
+def test_scaling_keeps_every_job_fitting_its_own_vc_and_says_when_that_misses_the_load() -> None:
     trace = trace_of(("a", 0, 3600, 16), ("b", 3600, 3600, 1))
     cluster = scale_cluster(trace, 0.9)
     assert cluster.vc_nodes == {"a": 2, "b": 1}
     assert cluster.offered_load == pytest.approx((16 * 3600 + 3600) / (24 * 3600))
+    assert (cluster.target, cluster.floored) == (0.9, True)
+
+
+def test_scaling_reaches_the_load_asked_by_shrinking_the_vcs_above_their_floor() -> None:
+    # c's 32-GPU job keeps it 4 nodes, twice its native size. Scaling each VC by the same factor
+    # (a, b: 10 nodes each) would reach 85% for 100% asked; a and b shrink further instead.
+    trace = replace(
+        trace_of(("a", 0, 360_000, 8), ("b", 0, 360_000, 8), ("c", 36_000, 3600, 32)),
+        vc_nodes={"a": 8, "b": 8, "c": 2},
+    )
+    cluster = scale_cluster(trace, 1.0)
+    assert cluster.vc_nodes == {"a": 8, "b": 8, "c": 4}
+    assert cluster.offered_load == pytest.approx(5_875_200 / (160 * 36_000))
+    assert not cluster.floored
+    # Any whole number of nodes is reached, shared in proportion above the floors.
+    for load in (0.3, 0.5, 0.7, 0.9):
+        scaled = scale_cluster(trace, load)
+        assert abs(scaled.offered_load - load) <= scaled.offered_load / sum(
+            scaled.vc_nodes.values()
+        )
+        assert scaled.vc_nodes["c"] >= 4
+        assert abs(scaled.vc_nodes["a"] - scaled.vc_nodes["b"]) <= 1
+
+
+def test_periods_cut_the_trace_into_equal_job_counts_each_starting_at_zero() -> None:
+    trace = trace_of(("a", 0, 60, 1), ("b", 100, 60, 1), ("a", 200, 60, 1), ("b", 250, 60, 1))
+    first, second = trace.periods(2)
+    assert [(j.name, j.submitted_seconds) for j in first.jobs] == [
+        ("job-00000", 0),
+        ("job-00001", 100),
+    ]
+    assert [(j.name, j.submitted_seconds) for j in second.jobs] == [
+        ("job-00002", 0),
+        ("job-00003", 50),
+    ]
+    assert second.start == trace.start + timedelta(seconds=200)
+    assert (second.vc_nodes, second.label) == ({"a": 1, "b": 1}, "2017-10-01..2017-10-01")
+    assert trace.periods(1) == [trace]
+    with pytest.raises(ValueError, match="periods must be between 1 and 4"):
+        trace.periods(5)
 
 
 # -- what if ------------------------------------------------------------------------------------
@@ -252,3 +306,11 @@ def test_cli_smoke_run_writes_table_json_and_plots(
     assert "no VC 'z' in the trace; choose from a, b" in capsys.readouterr().err
     assert main([*argv, "--quota", "a:4"]) == 2
     assert "give VC=N pairs" in capsys.readouterr().err
+
+    periods = [*argv, "--load", "native", "--policies", "aistack", "--periods", "2"]
+    assert main(periods) == 0
+    assert "period 2/2: " in capsys.readouterr().out
+    assert (out / "period-1" / "pooling.json").exists()
+    assert (out / "period-2" / "pooling.json").exists()
+    assert main([*periods, "--period", "3"]) == 2
+    assert "--period 3: give 1 to 2" in capsys.readouterr().err
