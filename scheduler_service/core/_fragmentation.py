@@ -7,22 +7,23 @@ fit the node (CPU, GPU model, GPUs), and otherwise the free capacity of the GPUs
 is below the shape's per-GPU demand (a 30% leftover is a fragment for an 80% slice). Placement
 prefers the node and GPU whose placement raises the node's fragmentation least.
 
-Two refinements over the paper's score, both optional here and both used by the openb experiment
-(`sim/_fragmentation.py`, where each is measured):
+Two refinements over the paper's score, both used by the cycle (`World.scorer`: by demand,
+`LOOKAHEAD` pods ahead) and measured in docs/results.md:
 
 - the mix is weighted by *GPU demand*, not by pod count: the goal is GPU capacity handed out,
   so a fragment that would have taken an 8-GPU pod matters eight times a 1-GPU pod's;
-- *lookahead*: fragmentation is measured one pod later. For each shape of the mix, the node's
-  capacity is stranded outright when the shape does not fit, and otherwise the shape is placed
-  (a slice on the tightest GPU it fits) and the node's fragmentation for the following pod is
-  taken. One-step fragmentation cannot see that a node's last free GPU and last CPU fit one
-  more pod but leave a sliver no pod can use; the lookahead can.
+- *lookahead*: fragmentation is measured one pod later (`lookahead` 2: two pods ahead). For
+  each shape of the mix, the node's capacity is stranded outright when the shape does not fit,
+  and otherwise the shape is placed (a slice on the tightest GPU it fits) and the node's
+  fragmentation for the following pod is taken. One-step fragmentation cannot see that a
+  node's last free GPU and last CPU fit one more pod but leave a sliver no pod can use; the
+  lookahead can.
 
 A node's fragmentation depends only on its *signature* (GPU model, free CPU, the sorted free
 compute of its GPUs), and most nodes of a pool share a few signatures, so `Fragmentation`
 caches scores by signature: identical nodes are scored once, and the lookahead's inner scores
 are shared by every node that reaches the same state. The caches are pure functions of their
-keys, so a scorer may be kept across cycles (the simulator does) or built per cycle.
+keys, so a world keeps its scorers across cycles until the pool's learned mix (`_mix`) changes.
 
 Units: GPU shares in percent of one GPU (as `GpuState.free_compute`), CPU in milli-CPUs.
 """

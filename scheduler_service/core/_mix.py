@@ -20,8 +20,9 @@ are rebuilt for it): after 1, 2, 4, ... submissions to the pool, then every `REF
 refreshes the learned shares move by under 10% of their value, which hardly changes a
 placement, and the scorer keeps its caches.
 
-Everything here is a pure function of the submissions in their order, so `history()` and
-`from_history` carry it through a `Snapshot` exactly.
+Everything here is a pure function of the submissions in their order. `history()` gives it as
+plain values (`RequestHistory`), which a `Snapshot` carries and `RecentRequests(history)` takes
+back: the mix cycles score against exactly, the live weights up to float rounding.
 """
 
 from __future__ import annotations

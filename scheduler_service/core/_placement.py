@@ -4,15 +4,19 @@ A chain of small steps, each with its reason for being where it is:
 
 1. `static_fit`: node-level feasibility that never changes in a cycle (ready, model, labels,
    taints, reservation) - cheapest, so it runs first and prunes most;
-2. `_pod_fits_node`: CPU and memory for one pod, then the GPU step;
+2. `_cpu_memory_fit`: CPU and memory for one pod, then the GPU step;
 3. whole GPUs: the tightest node first (fewest whole free GPUs that still fit) so whole
    nodes stay free for large gangs; on the node, one NUMA group when possible;
 4. slices: a GPU that is already shared first (tightest free compute), and only then a whole
    GPU on the node with the fewest whole free GPUs, so slices do not fragment fresh GPUs;
-5. with a `Fragmentation` scorer (a workload mix to score against), slices, whole GPUs and
-   CPU-only pods instead go where they raise the node's fragmentation least (`_fragmentation`),
-   ties broken by the tightest fit as above, so the next pods of the mix still find room;
-6. gangs: pods are placed one by one on the live state and all given back on the first
+5. with a `Fragmentation` scorer (the pool's learned request mix, as every cycle places),
+   slices, whole GPUs and CPU-only pods instead go where they raise the node's fragmentation
+   least (`_fragmentation`), ties broken by the tightest fit as above, so the next pods of the
+   mix still find room; nodes are scored once per signature group (`PoolState.signatures`).
+   Steps 3 and 4 alone serve what-ifs (reclaim's trial placements) and a pool with no mix yet;
+6. across pools (`place_least_harm`): the pool where the queue stays within quota, then the
+   least fragmentation added, then the first in the given order;
+7. gangs: pods are placed one by one on the live state and all given back on the first
    failure; a topology wish picks the fullest domain of the level that still fits the gang.
 """
 

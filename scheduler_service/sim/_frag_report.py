@@ -128,26 +128,28 @@ def run_experiment(
 def render_table(result: FragmentationResult) -> str:
     """The results table: mean/min/max allocation at 130% arrived, and the published figure."""
     published = PUBLISHED.get(result.trace, {})
+    width = max(8, *(len(policy) for policy in result.policies))
     lines = [
         f"openb {result.trace}: GPU allocation at {ARRIVED_PERCENT}% arrived, "
         f"{len(result.seeds)} seed(s) {_seed_span(result.seeds)}",
         "",
-        "policy    mean %   min %   max %  failed pods  published %",
+        f"{'policy':<{width}}  mean %   min %   max %  failed pods  published %",
     ]
     for policy in result.policies:
         runs = result.of(policy)
         finals = [r.final * 100 for r in runs]
         figure = published.get(policy)
         lines.append(
-            f"{policy:<8} {statistics.fmean(finals):7.2f} {min(finals):7.2f} {max(finals):7.2f}"
+            f"{policy:<{width}} {statistics.fmean(finals):7.2f}"
+            f" {min(finals):7.2f} {max(finals):7.2f}"
             f"  {statistics.fmean(r.failed_pods for r in runs):11.0f}"
             f"  {f'{figure:11.2f}' if figure is not None else '          -'}"
         )
     target = published.get("fgd")
     if target is not None and "aistack" in result.policies:
         mean = result.mean_final("aistack") * 100
-        verdict = "met" if mean > target else "MISSED"
-        lines += ["", f"target: aistack above FGD's published {target:.2f}%: {verdict}"]
+        verdict = "met" if mean >= target else f"MISSED by {target - mean:.2f} points"
+        lines += ["", f"target: aistack at least FGD's published {target:.2f}%: {verdict}"]
     lines.append(f"wall time {result.wall_seconds:.1f} s on {result.workers} worker(s)")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from scheduler_service.sim._frag_baselines import BestFitPolicy, FgdPolicy, Rand
 from scheduler_service.sim._frag_cluster import Choice, Shape
 from scheduler_service.sim._fragmentation import (
     ARRIVED_PERCENT,
+    CyclePolicy,
     arrivals,
     gpu_capacity_milli,
     run_policy,
@@ -152,7 +153,7 @@ def test_arrivals_resample_to_130_percent_and_are_deterministic() -> None:
     assert {p.name for p in pods} <= {p.name for p in first}  # the list itself, then resamples
 
 
-@pytest.mark.parametrize("policy", ["aistack", "fgd", "bestfit", "random"])
+@pytest.mark.parametrize("policy", ["aistack", "aistack-known-mix", "fgd", "bestfit", "random"])
 def test_a_run_is_a_function_of_its_seed(policy: str) -> None:
     nodes = tuple(gpu_node(f"n{i}", gpus=2) for i in range(4))
     pods = pods_of(1000, 500, 300, 700, 2000)
@@ -165,6 +166,31 @@ def test_a_run_is_a_function_of_its_seed(policy: str) -> None:
     assert run.allocated == tuple(sorted(run.allocated))  # nothing ever leaves
     assert run.failed_pods > 0  # 130% cannot fit in 100%
     assert gpu_capacity_milli(nodes) == 8000
+
+
+def test_the_aistack_policy_is_the_services_cycle_on_per_model_pools() -> None:
+    """Each pod goes through `Scheduler.cycle` on the loader's pools, as the service runs."""
+    t4 = tuple(gpu_node(f"t{i}", gpus=2) for i in range(2))
+    a10 = tuple(
+        Node(
+            name=f"a{i}",
+            pool="A10",
+            gpus=tuple(GPU(g, f"a{i}-gpu{g}", "A10", 24_576) for g in range(2)),
+            cpu_milli=64_000,
+            memory_mib=262_144,
+        )
+        for i in range(2)
+    )
+    policy = CyclePolicy((*t4, *a10))
+    placed = [policy.place(pod) for pod in pods_of(500, 1000, 300, 2000, 700, 2000, 2000)]
+    assert placed.count(False) == 1  # 9 GPUs asked of 8: the third 2-GPU pod fits nowhere
+    running = [w for w in policy.scheduler.snapshot().workloads if w.allocation]
+    assert len(running) == placed.count(True)  # every admitted pod started, the others withdrawn
+    snapshot = policy.scheduler.snapshot()
+    assert {q.name for q in snapshot.queues} == {CyclePolicy.QUEUE}
+    assert {n.pool for n in snapshot.nodes} == {"gpu", "A10"}
+    assert snapshot.requests is not None
+    assert {p.pool for p in snapshot.requests.pools} == {"gpu", "A10"}
 
 
 # -- the baselines ------------------------------------------------------------------------
