@@ -52,6 +52,11 @@ _DOMAIN_TRIES = 3
 
 NodeFilter = Callable[[NodeState], bool]
 
+Rank = tuple[float, ...]
+"""How good a placement is, lower first: the fragmentation it adds, then tie-breaks (a slice:
+the GPU's free share, the node's whole free GPUs, the GPU's id; other pods: the node's whole
+free GPUs, 0, the node's id). Placed without a score, a placement's rank is (0.0,)."""
+
 
 def static_fit(node: NodeState, workload: Workload) -> bool:
     """Node-level checks that do not depend on free resources."""
@@ -141,18 +146,22 @@ def place_least_harm(
     Each pool's best placement is found (scored with that pool's `scorer_of(pool)`) and the
     winner is, in order: a pool where the workload stays within its queue's quota (not
     `borrowing(pool)`: guaranteed work is never reclaimed, so it should not borrow where it
-    could own), then the least fragmentation added, then the earlier pool in `pools`. Returns
-    the pool and the allocation, taken in `state` (queue usage included), or None.
+    could own), then the least fragmentation added, then the same tie-breaks as inside one
+    pool (the tightest fit; `Rank`), then the earlier pool in `pools`. Ties between pools are
+    common (a placement that strands nothing adds no fragmentation in any pool), and breaking
+    them by pool order instead of by fit packed one pool after another: on a CPU-bound openb
+    list that cost 8 points (docs/results.md). Returns the pool and the allocation, taken in
+    `state` (queue usage included), or None.
     """
-    best: tuple[bool, float, int] | None = None
+    best: tuple[object, ...] | None = None
     chosen: tuple[str, Allocation] | None = None
     for index, pool in enumerate(pools):
         placed = _place_in_pool(state, workload, pool, None, scorer_of(pool))
         if placed is None:
             continue
-        allocation, harm = placed
+        allocation, order = placed
         state.vacate(workload.request, allocation)
-        rank = (borrowing(pool), round(harm, 9), index)
+        rank = (borrowing(pool), *order, index)
         if best is None or rank < best:
             best, chosen = rank, (pool, allocation)
     if chosen is None:
@@ -169,8 +178,8 @@ def _place_in_pool(
     pool: str,
     accept: NodeFilter | None,
     scorer: Fragmentation | None,
-) -> tuple[Allocation, float] | None:
-    """`place` without the queue accounting, with the fragmentation the placement adds."""
+) -> tuple[Allocation, Rank] | None:
+    """`place` without the queue accounting, with the placement's rank (`_place_pods`)."""
     request = workload.request
     pool_state = state.pools[pool]
     if request.gpus and pool_state.free_whole < request.gpus * workload.pods:
@@ -212,7 +221,7 @@ def _place_in_domain(
     level: str,
     *,
     scorer: Fragmentation | None,
-) -> tuple[Allocation, float] | None:
+) -> tuple[Allocation, Rank] | None:
     capacity = domain_capacity(state, workload, pool.name, level, base)
     fitting = sorted((pods, domain) for domain, pods in capacity.items() if pods >= workload.pods)
     for _, domain in fitting[:_DOMAIN_TRIES]:
@@ -232,23 +241,29 @@ def _place_pods(
     pool: PoolState,
     accept: NodeFilter,
     scorer: Fragmentation | None,
-) -> tuple[Allocation, float] | None:
-    """Every pod of `workload` in `pool`, taken, with the fragmentation it adds; or nothing."""
+) -> tuple[Allocation, Rank] | None:
+    """Every pod of `workload` in `pool`, taken, with its rank; or nothing.
+
+    The rank is the fragmentation all pods add, then the first pod's tie-breaks (`Rank`).
+    """
     placed: list[PodAllocation] = []
     harm = 0.0
+    ties: tuple[float, ...] = ()
     for _ in range(workload.pods):
         if scorer is None:
             pod = _place_pod(state, workload.request, pool, accept)
         else:
             scored = _place_scored(state, workload.request, pool, accept, scorer)
             pod = None if scored is None else scored[1]
-            harm += 0.0 if scored is None else scored[0]
+            if scored is not None:
+                harm += scored[0][0]
+                ties = ties or scored[0][1:]
         if pod is None:
             state.vacate(workload.request, tuple(placed))
             return None
         state.occupy(workload.request, (pod,))
         placed.append(pod)
-    return tuple(placed), harm
+    return tuple(placed), (round(harm, 9), *ties)
 
 
 def _place_pod(
@@ -298,10 +313,11 @@ def _place_slice(
 
 def _place_scored(
     state: CycleState, request: Request, pool: PoolState, accept: NodeFilter, scorer: Fragmentation
-) -> tuple[float, PodAllocation] | None:
+) -> tuple[Rank, PodAllocation] | None:
     """Step 5: the placement that raises fragmentation least, ties to the tightest fit.
 
-    Returns the fragmentation it adds (the gradient) and the pod's placement, not taken.
+    Returns the placement's rank (the fragmentation it adds first) and the pod's placement,
+    not taken.
     A node's score depends only on its signature, so each group of nodes with one signature
     (`PoolState.signatures`) is scored once, for each GPU share it could take a slice from,
     and only the best group's nodes are looked at, lowest id first, for one that fits (its
@@ -355,7 +371,7 @@ def _place_scored(
             break  # the group's later nodes rank after this one
     if best is None or found is None:
         return None
-    return best[0], found
+    return best, found
 
 
 def _slice_gpu(node: NodeState, request: Request, share: int) -> GpuState | None:

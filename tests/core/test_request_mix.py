@@ -136,3 +136,17 @@ def test_staying_within_quota_comes_before_fragmentation() -> None:
     only_a = (PoolQuota(pool="a", quota=16),)
     placed = _two_pools(make_step("new", gpus=2, submitted_at=10.0), quotas=only_a)
     assert placed["new"] == (pod_on("a1", 0, 1),)
+
+
+def test_pools_that_tie_on_fragmentation_are_split_by_the_tightest_fit() -> None:
+    # Only 1-GPU pods in the mix: a 1-GPU pod strands nothing anywhere, so every placement
+    # adds no fragmentation. The tie goes to the tightest fit (b1, 2 GPUs free), not to the
+    # pool first by name (a, a fresh node): by name, pools fill one after another.
+    busy = run(make_step("busy", gpus=1, pods=6), tuple(pod_on("b1", i) for i in range(6)))
+    team = make_queue("team", quotas=(PoolQuota(pool="a", quota=16), PoolQuota(pool="b", quota=16)))
+    snapshot = make_snapshot(
+        [make_node("a1", pool="a"), make_node("b1", pool="b")],
+        [team],
+        [busy, make_step("new", gpus=1, submitted_at=10.0)],
+    )
+    assert admitted(schedule(snapshot, 100.0))["new"] == (pod_on("b1", 6),)
