@@ -6,6 +6,7 @@ submissions; slices share GPUs tightly.
 
 from __future__ import annotations
 
+from scheduler_service.core import Allocation, Workload
 from tests.core.builders import (
     admitted,
     decide,
@@ -24,12 +25,7 @@ TEAM = make_queue("team", quota=16)
 def test_whole_gpus_go_to_the_tightest_node_that_fits() -> None:
     # Only 2-GPU pods were ever submitted: no placement strands anything, the tightest fit wins.
     busy = run(make_step("busy", gpus=2, pods=3), tuple(pod_on("n2", i, i + 1) for i in (0, 2, 4)))
-    snapshot = make_snapshot(
-        [make_node("n1"), make_node("n2"), make_node("n3", gpus=4)],
-        [TEAM],
-        [busy, make_step("new", gpus=2)],
-    )
-    assert admitted(decide(snapshot))["new"] == (pod_on("n2", 6, 7),)
+    assert _new_two_gpu_step_beside(busy) == (pod_on("n2", 6, 7),)
 
 
 def test_whole_gpus_go_where_the_learned_mix_strands_least() -> None:
@@ -38,12 +34,17 @@ def test_whole_gpus_go_where_the_learned_mix_strands_least() -> None:
     # takes nothing a 6-GPU pod could use; the tightest fit (n2) would leave n3 with 4.
     # Two pods ahead, n3 then fills exactly; so the score sends the pod to n3.
     busy = run(make_step("busy", gpus=6), pod_on("n2", *range(6)))
+    assert _new_two_gpu_step_beside(busy) == (pod_on("n3", 0, 1),)
+
+
+def _new_two_gpu_step_beside(busy: Workload) -> Allocation:
+    """Where a new 2-GPU step goes on n1 (8 free), n2 (8, `busy` on 6) and n3 (4 free)."""
     snapshot = make_snapshot(
         [make_node("n1"), make_node("n2"), make_node("n3", gpus=4)],
         [TEAM],
         [busy, make_step("new", gpus=2)],
     )
-    assert admitted(decide(snapshot))["new"] == (pod_on("n3", 0, 1),)
+    return admitted(decide(snapshot))["new"]
 
 
 def test_whole_gpus_leave_a_whole_node_free_for_a_large_gang() -> None:
