@@ -335,7 +335,7 @@ def _memory_gib(mib: str) -> float | str:
 
 _INPUT_PARAMETER = re.compile(r"^\{\{inputs\.parameters\.([A-Za-z0-9_-]+)\}\}$")
 _SCALED_PARAMETER = re.compile(
-    r"^\{\{=int\(float\(inputs\.parameters\['([A-Za-z0-9_-]+)'\]\) \* 1024\)\}\}$"
+    r'^\{\{=int\(float\(inputs\.parameters\["([A-Za-z0-9_-]+)"\]\) \* 1024\)\}\}$'
 )
 
 
@@ -349,7 +349,10 @@ def _scaled_placeholder(gib: str) -> str:
             f"memory_gib={gib!r}: a placeholder for a slice's memory must be one input "
             "parameter, {{inputs.parameters.NAME}}"
         )
-    return f"{{{{=int(float(inputs.parameters['{found.group(1)}']) * 1024)}}}}"
+    # Double quotes: a template that writes the annotation into a YAML manifest (a Deployment)
+    # single-quotes the whole string, which would double a single quote inside it, and Argo
+    # evaluates the expression in the manifest's text before reading it as YAML.
+    return f'{{{{=int(float(inputs.parameters["{found.group(1)}"]) * 1024)}}}}'
 
 
 def problems_of(error: ValidationError) -> list[Problem]:

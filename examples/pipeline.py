@@ -5,18 +5,18 @@
 - `train` fits the model on a whole GPU (kind train: may borrow idle GPUs beyond the quota; if
   their owner takes them back, it is retried for free and resumes from its checkpoint);
 - `evaluate` scores it on a slice and fails the pipeline if it is not good enough;
-- `deploy` starts an inference server (a Deployment whose pods the scheduler admits too, on
-  slices, kind infer).
+- `deploy` serves the model on a slice (kind infer), checks that it answers, and publishes the
+  release.
 
 The queue is the workflow's label: every GPU step that names none uses it.
 
+    aistack run examples/pipeline.py --simulate-gpus 4xH100-80GB   # here, no cluster
     aistack render examples/pipeline.py          # the manifest, as the cluster gets it
     aistack submit examples/pipeline.py -n research
     aistack status <workflow> -n research
 """
 
-import yaml
-from hera.workflows import DAG, Artifact, Resource, Workflow, script
+from hera.workflows import DAG, Artifact, Workflow, script
 from hera.workflows import models as m
 
 import aistack_flows as af
@@ -62,8 +62,8 @@ def train(epochs: int = 300) -> None:
     )
     while model["epoch"] < epochs:
         errors = [(model["w"] * x + model["b"] - y, x) for x, y in data]
-        model["w"] -= 0.5 * sum(2 * e * x for e, x in errors) / len(data)
-        model["b"] -= 0.5 * sum(2 * e for e, _ in errors) / len(data)
+        model["w"] -= 0.1 * sum(2 * e * x for e, x in errors) / len(data)
+        model["b"] -= 0.1 * sum(2 * e for e, _ in errors) / len(data)
         model["epoch"] += 1
         if model["epoch"] % 50 == 0:
             checkpoint.write_text(json.dumps(model))
@@ -91,34 +91,51 @@ def evaluate(max_error: float = 0.01) -> None:
         raise SystemExit(f"error {error:.5f} above {max_error}: not deploying")
 
 
-SERVER = {
-    "apiVersion": "apps/v1",
-    "kind": "Deployment",
-    "metadata": {"name": "linear-model", "labels": {"app": "linear-model"}},
-    "spec": {
-        "replicas": 2,
-        "selector": {"matchLabels": {"app": "linear-model"}},
-        "template": {
-            "metadata": {
-                # Serving pods carry the same contract as pipeline steps: the scheduler admits
-                # them into the queue and puts each on a slice.
-                **af.pod_metadata(
-                    af.GpuRequest(memory_gib=4, compute_percent=10, kind="infer"), queue="research"
-                ),
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "server",
-                        "image": IMAGE,
-                        "command": ["python", "-m", "http.server", "8080"],
-                        "ports": [{"containerPort": 8080}],
-                    }
-                ]
-            },
-        },
-    },
-}
+@script(
+    image=IMAGE,
+    annotations=af.gpu_slice(memory_gib=4, compute_percent=10, kind="infer"),
+    inputs=Artifact(name="model", path="/tmp/model.json"),
+    outputs=Artifact(name="release", path="/tmp/release"),
+)
+def deploy(probe: float = 2.0) -> None:
+    """Serve the model over HTTP on its slice, answer a test request, then publish the release.
+
+    A long-lived server would be a Deployment whose pods carry `af.pod_metadata(...)` (see
+    docs/authors.md); this step serves long enough to prove the model answers, and hands the
+    release (model and server settings) to whatever deploys it.
+    """
+    import json
+    import shutil
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from pathlib import Path
+
+    model = json.loads(Path("/tmp/model.json").read_text())
+
+    class Predict(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            x = float(self.path.rpartition("=")[2])
+            body = json.dumps({"y": model["w"] * x + model["b"]}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = HTTPServer(("127.0.0.1", 0), Predict)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/predict?x={probe}"
+    answer = json.loads(urllib.request.urlopen(url, timeout=10).read())
+    server.shutdown()
+    print(f"serving: f({probe}) = {answer['y']:.3f}")
+    if abs(answer["y"] - (3 * probe + 2)) > 0.1:
+        raise SystemExit(
+            f"the served model answers {answer['y']:.3f}, expected about {3 * probe + 2}"
+        )
+    release = Path("/tmp/release")
+    release.mkdir(parents=True, exist_ok=True)
+    shutil.copy("/tmp/model.json", release / "model.json")
+    (release / "server.json").write_text(json.dumps({"port": 8080, "slice": "4 GiB / 10%"}))
+
 
 with Workflow(
     generate_name="pipeline-",
@@ -134,12 +151,6 @@ with Workflow(
         )
     ],
 ) as workflow:
-    deploy = Resource(
-        name="deploy",
-        action="apply",
-        manifest=yaml.safe_dump(SERVER, sort_keys=False),
-        success_condition="status.availableReplicas > 0",
-    )
     with DAG(name="main"):
         built = build()
         trained = train(arguments=built.get_artifact("dataset").with_name("dataset"))
@@ -149,4 +160,5 @@ with Workflow(
                 trained.get_artifact("model").with_name("model"),
             ]
         )
-        built >> trained >> evaluated >> deploy()
+        deployed = deploy(arguments=trained.get_artifact("model").with_name("model"))
+        built >> trained >> evaluated >> deployed

@@ -85,6 +85,18 @@ MEMORY_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-memory-limit"
 COMPUTE_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-compute-percent"
 """A slice's compute cap in percent (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)."""
 
+ALLOCATION_ENVIRONMENT: Final = (
+    ("AISTACK_GPUS", GPUS_ANNOTATION, False),
+    ("NVIDIA_VISIBLE_DEVICES", GPUS_ANNOTATION, True),
+    ("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", MEMORY_LIMIT_ANNOTATION, True),
+    ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", COMPUTE_LIMIT_ANNOTATION, True),
+)
+"""What a step's containers read of its allocation: (variable, annotation, slices only).
+
+Every managed step learns its GPUs; a slice also gets the runtime's device variable and the MPS
+caps (a whole-GPU step's devices come from the device plugin). The cluster injects these from
+the annotations, the local runner sets them from the same values."""
+
 GANG_ALLOCATION_ANNOTATION: Final = "alloc.aistack.io/gang"
 """On every pod of an admitted gang: the whole gang's placement as JSON {pod: {node, gpus}}, so
 that a release cut short (a crash, a failed patch) is finished from any released pod."""

@@ -30,6 +30,7 @@ from aistack_flows._submit import (
     submit_to_argo,
 )
 from aistack_flows.cli._connect import ConnectError, connect
+from aistack_flows.cli._local import add_local_options, add_run_commands, run_local
 from aistack_flows.cli._output import FORMATS, emit, table
 from aistack_flows.cli._report import (
     StepRow,
@@ -84,7 +85,8 @@ def add_author_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     list_ = commands.add_parser("list", parents=[cluster], help="list workflows")
     list_.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
-    list_.set_defaults(run=run_list)
+    add_local_options(list_, flag=True)
+    list_.set_defaults(run=_or_local(run_list))
 
     for name, run, text in (
         ("status", run_status, "each step: state, queue, GPUs asked or held, why it waits"),
@@ -92,12 +94,23 @@ def add_author_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     ):
         parser = commands.add_parser(name, parents=[cluster], help=text, description=text)
         parser.add_argument("workflow", metavar="WORKFLOW")
-        parser.set_defaults(run=run)
+        add_local_options(parser, flag=True)
+        parser.set_defaults(run=_or_local(run))
 
     queues = commands.add_parser(
         "queues", parents=[cluster], help="quota, used, borrowed and waiting GPUs per queue"
     )
     queues.set_defaults(run=run_queues)
+    add_run_commands(commands)
+
+
+def _or_local(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The command on a cluster, or on the local runner's state with `--local`."""
+
+    def either(args: argparse.Namespace) -> int:
+        return run_local(args) if args.local else command(args)
+
+    return either
 
 
 # -- running one ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from scheduler_service.kube._leader import LeaseElector
 from scheduler_service.kube._ledger import Intents, PodLedger
 from scheduler_service.kube._serve import ServeOptions, api_client, serve
 from scheduler_service.kube._settings import ServiceSettings, SettingsError, load_settings
-from scheduler_service.kube._translate import (
+from scheduler_service.translate import (
     NodeError,
     PodRequest,
     PodRequestError,

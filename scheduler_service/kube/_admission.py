@@ -16,21 +16,22 @@ can start. User-set copies of these variables are removed, so a pod cannot pick 
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.api import AdmissionDecision
 from scheduler_service.core import Node, Queue
-from scheduler_service.kube._translate import (
+from scheduler_service.translate import (
     PodRequest,
     PodRequestError,
     QueueError,
     asks_for_gpus,
     default_namespaces,
+    never_fits,
     parse_pod_request,
     queue_from_k8s,
+    some_names,
 )
 
 __all__ = ["KubeWebhooks", "QueueUnreadableError", "injected_env"]
@@ -43,9 +44,6 @@ _ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 _ARGO_EXECUTOR = "wait"
 """Argo's executor sidecar in each of those pods, beside the step's own `main` container."""
 
-_SHOWN_NAMES = 5
-"""How many names (queues, pools) a message lists before "and N more"."""
-
 
 def injected_env(is_slice: bool) -> list[dict[str, Any]]:
     """The env every container of a managed pod gets, each read from an allocation annotation.
@@ -54,13 +52,11 @@ def injected_env(is_slice: bool) -> list[dict[str, Any]]:
     runtime learns its GPU from NVIDIA_VISIBLE_DEVICES and MPS caps its memory and compute; a
     whole-GPU pod's devices come from the device plugin, which sets the runtime's variable.
     """
-    env = [_from_annotation("AISTACK_GPUS", keys.GPUS_ANNOTATION)]
-    if is_slice:
-        env += [
-            _from_annotation("NVIDIA_VISIBLE_DEVICES", keys.GPUS_ANNOTATION),
-            _from_annotation("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", keys.MEMORY_LIMIT_ANNOTATION),
-            _from_annotation("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", keys.COMPUTE_LIMIT_ANNOTATION),
-        ]
+    env = [
+        _from_annotation(name, annotation)
+        for name, annotation, slices_only in keys.ALLOCATION_ENVIRONMENT
+        if is_slice or not slices_only
+    ]
     return env
 
 
@@ -211,14 +207,14 @@ class KubeWebhooks:
         if name not in queues:
             leaves = [q for q in queues if _is_leaf(q, queues)]
             return (
-                f"queue {name!r} does not exist (leaf queues: {_some(leaves, near=name)}); "
+                f"queue {name!r} does not exist (leaf queues: {some_names(leaves, near=name)}); "
                 f"set label {keys.QUEUE_LABEL} to an existing queue (kubectl get queues lists "
                 "them all) or create it with a Queue object"
             )
         children = [q.name for q in queues.values() if q.parent == name]
         if children:
             return (
-                f"queue {name!r} is a parent queue (children: {_some(children)}); "
+                f"queue {name!r} is a parent queue (children: {some_names(children)}); "
                 "submit to one of its leaf queues"
             )
         return ""
@@ -226,7 +222,7 @@ class KubeWebhooks:
     def _fit_refusal(self, pod: str, parsed: PodRequest) -> str:
         # The cached nodes lag the API server by a watch event and a cycle; a node that joined
         # a moment ago must not be missed, so a refusal is confirmed on a fresh read.
-        why = _never_fits(parsed, self._nodes()) and _never_fits(parsed, self._read_nodes())
+        why = never_fits(parsed, self._nodes()) and never_fits(parsed, self._read_nodes())
         if not why:
             return ""
         return (
@@ -279,7 +275,7 @@ class KubeWebhooks:
         if namespaces and children:
             return (
                 f"queue {queue.name!r}: spec.defaultFor names namespaces, but the queue has "
-                f"children ({_some(children)}) and pods run in leaf queues only; make a leaf "
+                f"children ({some_names(children)}) and pods run in leaf queues only; make a leaf "
                 "queue the default"
             )
         if not namespaces and queue.parent is None:
@@ -294,7 +290,7 @@ class KubeWebhooks:
         if queue.parent is not None and queue.parent in defaults:
             return (
                 f"queue {queue.name!r}: parent {queue.parent!r} is the default queue of "
-                f"namespace(s) {_some(defaults[queue.parent])}, and a default queue must be a "
+                f"namespace(s) {some_names(defaults[queue.parent])}, and a default queue must be a "
                 "leaf; move its spec.defaultFor to a leaf queue first"
             )
         taken = sorted(
@@ -305,7 +301,7 @@ class KubeWebhooks:
             if namespace in namespaces
         )
         if taken:
-            listed = _some([f"{namespace!r} (queue {other!r})" for namespace, other in taken])
+            listed = some_names([f"{namespace!r} (queue {other!r})" for namespace, other in taken])
             return (
                 f"queue {queue.name!r}: spec.defaultFor.namespaces names namespaces that already "
                 f"have a default queue: {listed}; a namespace has at most one default queue, "
@@ -320,7 +316,7 @@ class KubeWebhooks:
         if children:
             return AdmissionDecision(
                 allowed=False,
-                message=f"queue {name!r} is the parent of {_some(children)}; "
+                message=f"queue {name!r} is the parent of {some_names(children)}; "
                 "delete or re-parent them first",
             )
         count = self._workloads_in(name)
@@ -338,66 +334,11 @@ class KubeWebhooks:
             return AdmissionDecision(
                 allowed=True,
                 warnings=(
-                    f"namespace(s) {_some(orphaned)} lose their default queue: GPU pods without "
-                    f"label {keys.QUEUE_LABEL} are refused there from now on",
+                    f"namespace(s) {some_names(orphaned)} lose their default queue: GPU pods "
+                    f"without label {keys.QUEUE_LABEL} are refused there from now on",
                 ),
             )
         return AdmissionDecision(allowed=True)
-
-
-def _never_fits(parsed: PodRequest, nodes: Sequence[Node]) -> str:
-    """Why no node of `nodes` could ever hold the pod, even empty; "" when one could.
-
-    Judged on the pod alone against each node's size (GPU count, GPU memory), pool and GPU
-    model, as the core's phase 0 judges a workload: what runs there does not matter. With no
-    GPU node known nothing is refused, so a cluster whose nodes have not joined (or a service
-    that has not listed them yet) turns nobody away.
-    """
-    nodes = [node for node in nodes if node.gpus]
-    if not nodes:
-        return ""
-    pools = sorted({node.pool for node in nodes})
-    unknown = [pool for pool in parsed.pools if pool not in pools]
-    if unknown:
-        return (
-            f"annotation {keys.POOLS_ANNOTATION} names pool(s) {', '.join(unknown)} that no GPU "
-            f"node is in (pools: {_some(pools, near=unknown[0])})"
-        )
-    where = f" in pool(s) {', '.join(parsed.pools)}" if parsed.pools else ""
-    nodes = [node for node in nodes if not parsed.pools or node.pool in parsed.pools]
-    if parsed.models:
-        models = sorted({node.gpu_model for node in nodes})
-        nodes = [node for node in nodes if node.gpu_model in parsed.models]
-        if not nodes:
-            return (
-                f"no GPU node{where} has GPU model {' or '.join(parsed.models)} "
-                f"(models: {_some(models, near=parsed.models[0])})"
-            )
-        where += f" with GPU model {' or '.join(parsed.models)}"
-    request = parsed.request
-    if request.is_slice:
-        largest = max(nodes, key=lambda node: (_gpu_memory_mib(node), node.name))
-        memory_mib = _gpu_memory_mib(largest)
-        if request.gpu_memory_mib > memory_mib:
-            return (
-                f"a slice of {request.gpu_memory_mib} MiB is larger than any GPU{where}: the "
-                f"largest has {memory_mib} MiB ({largest.gpu_model} on node {largest.name}); "
-                f"ask for at most {memory_mib} MiB"
-            )
-    elif request.gpus:
-        biggest = max(nodes, key=lambda node: (len(node.gpus), node.name))
-        if request.gpus > len(biggest.gpus):
-            return (
-                f"the pod asks for {request.gpus} whole GPUs and the biggest node{where} has "
-                f"{len(biggest.gpus)} (node {biggest.name}, pool {biggest.pool}, "
-                f"{biggest.gpu_model}); split the work into a gang of smaller pods (label "
-                f"{keys.GANG_LABEL})"
-            )
-    return ""
-
-
-def _gpu_memory_mib(node: Node) -> int:
-    return max(gpu.memory_mib for gpu in node.gpus)
 
 
 def _ownership_refusal(pod: JsonObject) -> str:
@@ -461,20 +402,6 @@ def _gate_and_wire(
 def _pod_name(pod: JsonObject) -> str:
     metadata: JsonObject = pod.get("metadata") or {}
     return str(metadata.get("name") or metadata.get("generateName") or "<unnamed>")
-
-
-def _some(names: Iterable[str], *, near: str | None = None) -> str:
-    """At most _SHOWN_NAMES of `names` for a message, then how many more there are.
-
-    With `near`, the names most like it (difflib's ratio) come first, so a typo's correction
-    is among those shown; otherwise they are sorted.
-    """
-    ordered = sorted(set(names))
-    if near is not None:
-        ordered.sort(key=lambda name: -difflib.SequenceMatcher(None, near, name).ratio())
-    shown = ", ".join(ordered[:_SHOWN_NAMES]) or "none yet"
-    hidden = len(ordered) - _SHOWN_NAMES
-    return f"{shown} and {hidden} more" if hidden > 0 else shown
 
 
 def _is_leaf(name: str, queues: Mapping[str, Queue]) -> bool:

@@ -40,7 +40,7 @@ from scheduler_service.kube._ledger import (
 )
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
 from scheduler_service.kube._settings import ServiceSettings
-from scheduler_service.kube._translate import (
+from scheduler_service.translate import (
     NodeError,
     QueueError,
     default_namespaces,

@@ -56,7 +56,7 @@ from scheduler_service.core import (
     queue_place,
     waiting_summary,
 )
-from scheduler_service.kube._translate import (
+from scheduler_service.translate import (
     NodeError,
     PodRequest,
     PodRequestError,
@@ -719,7 +719,7 @@ class PodLedger:
                 f"{first.gang_size} pods exist",
             )
         return _Derived(
-            workload=_workload(key, first, submitted_at=max(p.created_at for p in waiting)),
+            workload=first.workload(key, submitted_at=max(p.created_at for p in waiting)),
             members=waiting,
         )
 
@@ -819,7 +819,7 @@ class PodLedger:
         )
         workload = replace(
             # Submission time from every pod seen, so that it stays put while pods stop.
-            _workload(key, request, submitted_at=min(p.created_at for p in members)),
+            request.workload(key, submitted_at=min(p.created_at for p in members)),
             state=state,
             allocation=allocation,
             started_at=min(admitted) if admitted else 0.0,
@@ -1164,24 +1164,6 @@ def _queue_status(shares: list[QueueShare], count: _Counts) -> dict[str, Any]:
     if limits and all(limit is not None for limit in limits):
         status["limit"] = _gpus(sum(limit for limit in limits if limit is not None))
     return status
-
-
-def _workload(name: str, request: PodRequest, *, submitted_at: float) -> Workload:
-    return Workload(
-        name=name,
-        queue=request.queue,
-        kind=request.kind,
-        request=request.request,
-        pods=request.gang_size,
-        priority=request.priority,
-        submitted_at=submitted_at,
-        pools=request.pools,
-        models=request.models,
-        topology=request.topology,
-        node_selector=request.node_selector,
-        tolerations=request.tolerations,
-        preemptible=request.preemptible,
-    )
 
 
 def _as_pending(workload: Workload) -> Workload:

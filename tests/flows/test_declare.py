@@ -39,7 +39,7 @@ def test_placeholders_pass_and_a_gib_parameter_becomes_an_argo_expression() -> N
         queue="{{inputs.parameters.queue}}",
     )
     assert found[contract.GPU_MEMORY_ANNOTATION] == (
-        "{{=int(float(inputs.parameters['memory-gib']) * 1024)}}"
+        '{{=int(float(inputs.parameters["memory-gib"]) * 1024)}}'
     )
     assert found[contract.GPU_COMPUTE_ANNOTATION] == "{{inputs.parameters.share}}"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from scheduler_service import pod_contract as keys
-from scheduler_service.kube._translate import (
+from scheduler_service.translate import (
     PodRequestError,
     QueueError,
     asks_for_gpus,

@@ -3,14 +3,19 @@
 Pure functions: a pod, node or Queue object in, a core value out, or an error whose message says
 what is wrong with the object and how to fix it. The admission webhook runs the same parsing at
 pod creation, so a pod the service cannot understand is refused there, not left waiting.
+
+Public, because two drivers read the same objects: the cluster driver (pods, nodes and Queues from
+the API server) and the local runner (each step's pod as Argo would build it, Queues from a
+file). Reading them with one parser is what makes a step ask the same thing on both.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -29,6 +34,7 @@ from scheduler_service.core import (
     Request,
     SnapshotError,
     TopologyWish,
+    Workload,
 )
 
 __all__ = [
@@ -39,11 +45,13 @@ __all__ = [
     "allocation_annotations",
     "asks_for_gpus",
     "default_namespaces",
+    "never_fits",
     "node_from_k8s",
     "parse_pod_request",
     "pod_allocation",
     "queue_from_k8s",
     "runtime_gpu_ids",
+    "some_names",
 ]
 
 JsonObject = Mapping[str, Any]
@@ -99,6 +107,24 @@ class PodRequest:
     topology: TopologyWish | None = None
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[str, ...] = ()
+
+    def workload(self, name: str, *, submitted_at: float) -> Workload:
+        """The core's workload for this pod's step (all of its gang: every member asks alike)."""
+        return Workload(
+            name=name,
+            queue=self.queue,
+            kind=self.kind,
+            request=self.request,
+            pods=self.gang_size,
+            priority=self.priority,
+            submitted_at=submitted_at,
+            pools=self.pools,
+            models=self.models,
+            topology=self.topology,
+            node_selector=self.node_selector,
+            tolerations=self.tolerations,
+            preemptible=self.preemptible,
+        )
 
 
 def asks_for_gpus(pod: JsonObject) -> bool:
@@ -573,3 +599,78 @@ def default_namespaces(obj: JsonObject) -> tuple[str, ...]:
             f"{str(namespaces)[:200]}"
         )
     return tuple(dict.fromkeys(namespaces))
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+SHOWN_NAMES = 5
+"""How many names (queues, pools) a message lists before "and N more"."""
+
+
+def some_names(names: Iterable[str], *, near: str | None = None) -> str:
+    """At most SHOWN_NAMES of `names` for a message, then how many more there are.
+
+    With `near`, the names most like it (difflib's ratio) come first, so a typo's correction
+    is among those shown; otherwise they are sorted.
+    """
+    ordered = sorted(set(names))
+    if near is not None:
+        ordered.sort(key=lambda name: -difflib.SequenceMatcher(None, near, name).ratio())
+    shown = ", ".join(ordered[:SHOWN_NAMES]) or "none yet"
+    hidden = len(ordered) - SHOWN_NAMES
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
+
+
+def never_fits(parsed: PodRequest, nodes: Sequence[Node]) -> str:
+    """Why no node of `nodes` could ever hold the pod, even empty; "" when one could.
+
+    Judged on the pod alone against each node's size (GPU count, GPU memory), pool and GPU
+    model, as the core's phase 0 judges a workload: what runs there does not matter. With no
+    GPU node known nothing is refused, so a cluster whose nodes have not joined (or a service
+    that has not listed them yet) turns nobody away.
+    """
+    nodes = [node for node in nodes if node.gpus]
+    if not nodes:
+        return ""
+    pools = sorted({node.pool for node in nodes})
+    unknown = [pool for pool in parsed.pools if pool not in pools]
+    if unknown:
+        return (
+            f"annotation {keys.POOLS_ANNOTATION} names pool(s) {', '.join(unknown)} that no GPU "
+            f"node is in (pools: {some_names(pools, near=unknown[0])})"
+        )
+    where = f" in pool(s) {', '.join(parsed.pools)}" if parsed.pools else ""
+    nodes = [node for node in nodes if not parsed.pools or node.pool in parsed.pools]
+    if parsed.models:
+        models = sorted({node.gpu_model for node in nodes})
+        nodes = [node for node in nodes if node.gpu_model in parsed.models]
+        if not nodes:
+            return (
+                f"no GPU node{where} has GPU model {' or '.join(parsed.models)} "
+                f"(models: {some_names(models, near=parsed.models[0])})"
+            )
+        where += f" with GPU model {' or '.join(parsed.models)}"
+    request = parsed.request
+    if request.is_slice:
+        largest = max(nodes, key=lambda node: (_gpu_memory_mib(node), node.name))
+        memory_mib = _gpu_memory_mib(largest)
+        if request.gpu_memory_mib > memory_mib:
+            return (
+                f"a slice of {request.gpu_memory_mib} MiB is larger than any GPU{where}: the "
+                f"largest has {memory_mib} MiB ({largest.gpu_model} on node {largest.name}); "
+                f"ask for at most {memory_mib} MiB"
+            )
+    elif request.gpus:
+        biggest = max(nodes, key=lambda node: (len(node.gpus), node.name))
+        if request.gpus > len(biggest.gpus):
+            return (
+                f"the pod asks for {request.gpus} whole GPUs and the biggest node{where} has "
+                f"{len(biggest.gpus)} (node {biggest.name}, pool {biggest.pool}, "
+                f"{biggest.gpu_model}); split the work into a gang of smaller pods (label "
+                f"{keys.GANG_LABEL})"
+            )
+    return ""
+
+
+def _gpu_memory_mib(node: Node) -> int:
+    return max(gpu.memory_mib for gpu in node.gpus)
