@@ -21,6 +21,7 @@ Nothing here reads the clock or sleeps except through `clock` and `serve`; the c
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -64,6 +65,8 @@ from scheduler_service.translate import (
 )
 
 __all__ = ["LocalRunner", "machine_node"]
+
+_log = logging.getLogger(__name__)
 
 _PYTHON = {"python", "python3"}
 _GANG_PORT_BASE = 29500
@@ -244,6 +247,10 @@ class LocalRunner:
             run.advance(now)
         except RunError as error:
             self._finish_run(row, Phase.ERROR, str(error), now)
+            return
+        except Exception as error:  # a bug met in one run must not stop the others
+            _log.exception("run %s: the runner failed on it", run.name)
+            self._finish_run(row, Phase.ERROR, f"the runner failed on this run: {error!r}", now)
             return
         phase = run.phase
         if phase in {Phase.SUCCEEDED, Phase.FAILED, Phase.ERROR}:
