@@ -35,9 +35,10 @@ from typing import Any
 
 from aistack_flows.local._cgroups import Cgroups, Unsupported
 from aistack_flows.local._config import LocalConfig, default_queues
+from aistack_flows.local._pods import PodSpec
 from aistack_flows.local._process import Exit, Launch, ProcessRef, alive, poll, signal_group, start
 from aistack_flows.local._store import Event, PodRow, RunRow, Store
-from aistack_flows.local._workflow import MAX_RESULT_BYTES, Node, Phase, PodSpec, Run, RunError
+from aistack_flows.local._workflow import MAX_RESULT_BYTES, Node, Phase, Run, RunError
 from scheduler_service import pod_contract as contract
 from scheduler_service.core import (
     GPU,

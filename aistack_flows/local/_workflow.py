@@ -18,14 +18,10 @@ from __future__ import annotations
 import enum
 import json
 import re
-import shlex
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
-
-import yaml
 
 from aistack_flows.local._expr import (
     Depends,
@@ -36,16 +32,15 @@ from aistack_flows.local._expr import (
     parse_depends,
     substitute,
 )
+from aistack_flows.local._pods import PodSpec, pod_name, pod_spec
 
 __all__ = [
     "COMPLETE",
     "MAX_RESULT_BYTES",
     "Node",
     "Phase",
-    "PodSpec",
     "Run",
     "RunError",
-    "pod_name",
 ]
 
 Json = dict[str, Any]
@@ -76,50 +71,6 @@ class Phase(enum.StrEnum):
 COMPLETE = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ERROR, Phase.SKIPPED, Phase.OMITTED})
 _FULFILLED = frozenset({Phase.SUCCEEDED, Phase.SKIPPED, Phase.OMITTED})
 _UNSUCCESSFUL = frozenset({Phase.FAILED, Phase.ERROR})
-
-
-@dataclass(slots=True)
-class PodSpec:
-    """What the runner needs to run one pod's step as a local process (JSON in the database).
-
-    Paths are local: every absolute path the template declares (artifacts, output parameters,
-    volume mounts, the script file) lives under the pod's `root`, and the step's command, script
-    and environment name them there (see `_paths`).
-    """
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    workdir: str
-    directory: str
-    """The pod's own directory: its `root`, spec, log, stdout and exit record."""
-    pod: Json
-    """The pod as Argo would build it (metadata and resources): what the scheduler reads."""
-    script: str | None = None
-    script_path: str | None = None
-    input_artifacts: list[list[str]] = field(default_factory=list)
-    """[source, destination] pairs copied in before the step starts."""
-    raw_artifacts: list[list[str]] = field(default_factory=list)
-    """[data, destination] pairs written before the step starts."""
-    output_artifacts: list[Json] = field(default_factory=list)
-    """{"name", "path", "optional"}: copied out after the step succeeds."""
-    output_parameters: list[Json] = field(default_factory=list)
-    """{"name", "path", "default"}: read after the step ends."""
-    directories: list[str] = field(default_factory=list)
-    """Directories to create before the step starts (parents of declared paths, volumes)."""
-    cpu_milli: int = 0
-    memory_mib: int = 0
-    grace_seconds: float | None = None
-    """The pod's terminationGracePeriodSeconds (None: the runner's setting)."""
-    deadline_seconds: float | None = None
-    image: str | None = None
-
-    def to_json(self) -> Json:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PodSpec:
-        return cls(**data)
 
 
 @dataclass(slots=True)
@@ -159,17 +110,6 @@ class Node:
         values["phase"] = Phase(values["phase"])
         values["pod"] = None if values.get("pod") is None else PodSpec.from_json(values["pod"])
         return cls(**values)
-
-
-def pod_name(workflow: str, template: str, node_id: str) -> str:
-    """Argo's pod name for a node: `<workflow>-<template>-<fnv-1a 32 of the node name>`."""
-    digest = 0x811C9DC5
-    for byte in node_id.encode():
-        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
-    prefix = f"{workflow}-{template}"
-    if len(prefix) > 242:  # Argo's rule: the name stays a valid pod name (253 characters)
-        prefix = prefix[:242]
-    return f"{prefix}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +421,7 @@ class Run:
         progress = True
         while progress:
             progress = False
-            failed = self._unhandled_failures(node, tasks, prefix="tasks")
+            failed = self._unhandled_failures(node, tasks)
             for task in tasks:
                 task_id = f"{call.node_id}.{task['name']}"
                 current = self.nodes.get(task_id)
@@ -491,7 +431,7 @@ class Run:
                     if failed and fail_fast:
                         continue
                     depends = _depends(task, f"{call.node_id} task {task['name']}")
-                    results = self._results(call.node_id, depends.tasks, by_name, prefix="")
+                    results = self._results(call.node_id, depends.tasks, by_name)
                     if results is None:
                         continue
                     if not depends.evaluate(results):
@@ -500,7 +440,7 @@ class Run:
                         continue
                     if self._limited(node):
                         continue
-                scope["tasks"] = self._outputs_scope(call.node_id, by_name, ".")
+                scope["tasks"] = self._outputs_scope(call.node_id, by_name)
                 before = self.nodes.get(task_id)
                 after = self._call_task(task, task_id, scope, node)
                 progress = progress or (
@@ -510,7 +450,7 @@ class Run:
             (n := self.nodes.get(f"{call.node_id}.{t['name']}")) is not None and n.complete
             for t in tasks
         )
-        failed = self._unhandled_failures(node, tasks, prefix="tasks")
+        failed = self._unhandled_failures(node, tasks)
         if (
             failed
             and fail_fast
@@ -525,7 +465,7 @@ class Run:
         if done:
             phase = Phase.FAILED if failed else Phase.SUCCEEDED
             message = f"child {failed[0]} failed" if failed else ""
-            scope["tasks"] = self._outputs_scope(call.node_id, by_name, ".")
+            scope["tasks"] = self._outputs_scope(call.node_id, by_name)
             return self._complete(
                 node, phase, message, self._template_outputs(template, scope, call)
             )
@@ -716,7 +656,7 @@ class Run:
         return count
 
     def _results(
-        self, parent: str, names: frozenset[str], tasks: Mapping[str, Json], prefix: str
+        self, parent: str, names: frozenset[str], tasks: Mapping[str, Json]
     ) -> dict[str, TaskResult] | None:
         """The results of the named sibling tasks, or None while one of them is not complete."""
         results: dict[str, TaskResult] = {}
@@ -734,7 +674,7 @@ class Run:
             results[name] = TaskResult(phase=node.phase.value, children=children)
         return results
 
-    def _unhandled_failures(self, node: Node, tasks: Sequence[Json], prefix: str) -> list[str]:
+    def _unhandled_failures(self, node: Node, tasks: Sequence[Json]) -> list[str]:
         """Failed tasks that no other task expects to fail (by `depends` or `continueOn`)."""
         handled: set[str] = set()
         for task in tasks:
@@ -842,10 +782,10 @@ class Run:
             if n.type == "Pod" and n.phase in _UNSUCCESSFUL
         ]
 
-    def _outputs_scope(self, parent: str, tasks: Mapping[str, Json], separator: str) -> Json:
+    def _outputs_scope(self, parent: str, tasks: Mapping[str, Json]) -> Json:
         scope: Json = {}
         for name in tasks:
-            node = self.nodes.get(f"{parent}{separator}{name}")
+            node = self.nodes.get(f"{parent}.{name}")
             if node is not None and node.complete:
                 scope[name] = _task_scope(node, self.nodes)
         return scope
@@ -886,7 +826,6 @@ class Run:
     def _pod(self, call: _Call, template: Json, inputs: Json) -> Node:
         name = pod_name(self.name, call.template, call.node_id)
         directory = f"{self.directory}/pods/{name}"
-        paths = _Paths(root=f"{directory}/root", run=self.directory)
         artifacts = inputs.get("artifacts") or {}
         scope = self._scope(inputs)
         scope["inputs"]["artifacts"] = {
@@ -906,8 +845,15 @@ class Run:
             },
         }
         resolved = self._resolve(template, scope, call.node_id)
-        spec = _pod_spec(
-            resolved, name=name, directory=directory, paths=paths, artifacts=artifacts, run=self
+        workflow_volumes = {v["name"]: v for v in self._spec.get("volumes") or ()}
+        spec = pod_spec(
+            resolved,
+            name=name,
+            directory=directory,
+            artifacts=artifacts,
+            volumes=workflow_volumes | {v["name"]: v for v in resolved.get("volumes") or ()},
+            claims={c["metadata"]["name"] for c in self._spec.get("volumeClaimTemplates") or ()},
+            run_directory=self.directory,
         )
         node = self._node(call, "Pod", inputs=inputs, pod=spec)
         node.started_at = None
@@ -928,170 +874,6 @@ class Run:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-class _Paths:
-    """Where a pod's declared absolute paths live on this machine.
-
-    Every absolute path the template declares is put under the pod's `root` (volumes under the
-    run's, or the state's, volume directories), and every mention of such a path in the command,
-    arguments, script and environment is rewritten to it. A path the step builds at run time from
-    pieces is not rewritten: name it as declared.
-    """
-
-    def __init__(self, root: str, run: str) -> None:
-        self.root = root
-        self.run = run
-        self.mapping: dict[str, str] = {}
-
-    def declare(self, path: str, local: str | None = None) -> str:
-        if not path.startswith("/"):
-            return path
-        clean = str(PurePosixPath(path))
-        self.mapping[clean] = local or f"{self.root}{clean}"
-        return self.mapping[clean]
-
-    def rewrite(self, text: str) -> str:
-        if not self.mapping:
-            return text
-        pattern = "|".join(re.escape(p) for p in sorted(self.mapping, key=len, reverse=True))
-        return re.sub(
-            rf"(?<![\w./-])({pattern})(?![\w.-])", lambda m: self.mapping[m.group(1)], text
-        )
-
-    def local(self, path: str) -> str:
-        return self.rewrite(path) if path.startswith("/") else f"{self.root}/{path}"
-
-
-def _pod_spec(
-    template: Json,
-    *,
-    name: str,
-    directory: str,
-    paths: _Paths,
-    artifacts: Mapping[str, Json],
-    run: Run,
-) -> PodSpec:
-    script = template.get("script")
-    container: Json = dict(script or template.get("container") or {})
-    volumes = {v["name"]: v for v in (run._spec.get("volumes") or ())} | {
-        v["name"]: v for v in template.get("volumes") or ()
-    }
-    claims = {c["metadata"]["name"] for c in run._spec.get("volumeClaimTemplates") or ()}
-    directories: list[str] = []
-    for mount in container.get("volumeMounts") or ():
-        local = _volume_directory(mount["name"], volumes, claims, run.directory, paths.root)
-        sub = mount.get("subPath")
-        local = f"{local}/{sub}" if sub else local
-        directories.append(local)
-        paths.declare(mount["mountPath"], local)
-    inputs: list[list[str]] = []
-    raw: list[list[str]] = []
-    for artifact_name, artifact in artifacts.items():
-        destination = paths.declare(str(artifact["path"]))
-        if "raw" in artifact:
-            raw.append([str(artifact["raw"]), destination])
-        else:
-            inputs.append([str(artifact["from"]), destination])
-        del artifact_name
-    outputs = template.get("outputs") or {}
-    output_artifacts = [
-        {
-            "name": a["name"],
-            "path": paths.declare(str(a["path"])),
-            "optional": bool(a.get("optional")),
-        }
-        for a in outputs.get("artifacts") or ()
-    ]
-    output_parameters = []
-    for parameter in outputs.get("parameters") or ():
-        source = parameter.get("valueFrom") or {}
-        path = source.get("path")
-        output_parameters.append(
-            {
-                "name": parameter["name"],
-                "path": paths.declare(str(path)) if path else None,
-                "default": source.get("default"),
-            }
-        )
-    script_path = None
-    argv = [str(a) for a in (container.get("command") or ())] + [
-        str(a) for a in (container.get("args") or ())
-    ]
-    if script is not None:
-        script_path = f"{directory}/script"
-        argv = (
-            [str(a) for a in (container.get("command") or ["python"])]
-            + [script_path]
-            + [str(a) for a in container.get("args") or ()]
-        )
-    directories.extend(
-        str(PurePosixPath(path).parent)
-        for path in (
-            *[p for _, p in inputs],
-            *[p for _, p in raw],
-            *[a["path"] for a in output_artifacts],
-            *[p["path"] for p in output_parameters if p["path"]],
-        )
-    )
-    env = {
-        str(e["name"]): paths.rewrite(str(e.get("value", ""))) for e in container.get("env") or ()
-    }
-    workdir = container.get("workingDir")
-    resources = container.get("resources") or {}
-    amounts = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
-    metadata = template.get("metadata") or {}
-    pod: Json = {
-        "metadata": {
-            "name": name,
-            "labels": dict(metadata.get("labels") or {}),
-            "annotations": dict(metadata.get("annotations") or {}),
-        },
-        "spec": {"containers": [{"name": "main", "resources": resources}]},
-    }
-    return PodSpec(
-        name=name,
-        argv=[paths.rewrite(a) for a in argv],
-        env=env,
-        workdir=paths.local(str(workdir)) if workdir else f"{directory}/root",
-        directory=directory,
-        pod=pod,
-        script=paths.rewrite(str(script["source"])) if script is not None else None,
-        script_path=script_path,
-        input_artifacts=inputs,
-        raw_artifacts=raw,
-        output_artifacts=output_artifacts,
-        output_parameters=output_parameters,
-        directories=sorted(set(directories)),
-        cpu_milli=_cpu_milli(amounts.get("cpu")),
-        memory_mib=_memory_mib(amounts.get("memory")),
-        deadline_seconds=_optional_float(template.get("activeDeadlineSeconds")),
-        grace_seconds=_grace(template.get("podSpecPatch")),
-        image=container.get("image"),
-    )
-
-
-def _grace(patch: Any) -> float | None:
-    """The grace period a pod spec patch sets (checked by `check` already), or None."""
-    if not patch:
-        return None
-    parsed = yaml.safe_load(patch) if isinstance(patch, str) else patch
-    return _optional_float((parsed or {}).get("terminationGracePeriodSeconds"))
-
-
-def _volume_directory(
-    name: str, volumes: Mapping[str, Json], claims: set[str], run: str, root: str
-) -> str:
-    """A volume's directory: claims live with the state (they outlast a run), the rest per run."""
-    if name in claims:
-        return f"{run}/volumes/{name}"
-    volume = volumes.get(name, {})
-    if "persistentVolumeClaim" in volume:
-        claim = volume["persistentVolumeClaim"]["claimName"]
-        return f"{run}/../../claims/{claim}"
-    if "hostPath" in volume:
-        return str(volume["hostPath"]["path"])
-    return f"{root}/../volumes/{name}"
 
 
 def _task_scope(node: Node, nodes: Mapping[str, Node]) -> Json:
@@ -1184,45 +966,6 @@ def _optional_int(value: Any) -> int | None:
         return None
 
 
-def _optional_float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _cpu_milli(value: Any) -> int:
-    if value is None:
-        return 0
-    text = str(value)
-    try:
-        return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
-    except ValueError:
-        return 0
-
-
-_MEMORY_UNITS = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-}
-
-
-def _memory_mib(value: Any) -> int:
-    if value is None:
-        return 0
-    match = re.match(r"^(\d+(?:\.\d+)?)([KMGT]i?)?$", str(value))
-    if match is None:
-        return 0
-    scale = _MEMORY_UNITS.get(match.group(2) or "", 1)
-    return max(1, int(float(match.group(1)) * scale) >> 20)
-
-
 def _go_format(pattern: str, value: int, where: str) -> str:
     """`withSequence.format`, a printf pattern such as "shard-%02d" (Python's % is printf's)."""
     try:
@@ -1233,8 +976,3 @@ def _go_format(pattern: str, value: int, where: str) -> str:
 
 def _rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def shell_line(argv: Sequence[str]) -> str:
-    """A command as one shell line (for logs and `aistack status`)."""
-    return shlex.join(argv)
