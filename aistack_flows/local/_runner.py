@@ -70,6 +70,14 @@ __all__ = ["LocalRunner", "machine_node"]
 _log = logging.getLogger(__name__)
 
 _PYTHON = {"python", "python3"}
+
+_ROUNDS = 8
+"""The most advance-take-schedule rounds of one pass (each round after the first needs pods
+that the previous one took and completed at once, such as a refused request)."""
+
+TELL_WAITING_SECONDS = 1.0
+"""How often a waiting step's reason is worked out again: its place in the queue moves with
+every admission, and hundreds waiting would otherwise cost a rewrite each per pass."""
 _GANG_PORT_BASE = 29500
 
 
@@ -138,6 +146,7 @@ class LocalRunner:
         self._dirty: set[str] = set()
         self._ports: dict[str, int] = {}
         self.plan = Plan()
+        self._told_at = -TELL_WAITING_SECONDS
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -225,21 +234,26 @@ class LocalRunner:
         )
 
     def tick(self) -> None:
-        """One pass (see the module docstring)."""
+        """One pass (see the module docstring).
+
+        Ends are read first, so that the GPUs and the steps they free are given out in the same
+        pass; the runs are then advanced, new pods taken and scheduled, again while that takes
+        new pods (a pod refused at once completes, which may let the run go on).
+        """
         now = self.clock()
         for row in self.store.runs(active=True):
             if row.name not in self.runs:
                 self._open(row, now)
-        for name, run in list(self.runs.items()):
-            if self.rows[name].active:
-                self._advance(run, now)
-        self._take_new_pods(now)
-        self._refresh_queues()
-        self._schedule(now)
         self._watch(now)
-        for name, run in list(self.runs.items()):
-            if self.rows[name].active:
-                self._advance(run, now)
+        for _ in range(_ROUNDS):
+            for name, run in list(self.runs.items()):
+                if self.rows[name].active:
+                    self._advance(run, now)
+            taken = self._take_new_pods(now)
+            self._refresh_queues()
+            self._schedule(now)
+            if not taken:
+                break
         self._save()
 
     def _advance(self, run: Run, now: float) -> None:
@@ -278,7 +292,9 @@ class LocalRunner:
             f"run {row.name} {phase.value.lower()}" + (f": {message}" if message else ""),
         )
 
-    def _take_new_pods(self, now: float) -> None:
+    def _take_new_pods(self, now: float) -> int:
+        """Start or submit the pods the runs created; how many were taken."""
+        taken = 0
         gangs: dict[str, list[str]] = {}
         for run in self.runs.values():
             if not self.rows[run.name].active:
@@ -292,6 +308,7 @@ class LocalRunner:
                     continue
                 pod = known or PodRow(name=node.pod.name, run=run.name, node=node.id, workload=None)
                 self.pods[pod.name] = pod
+                taken += 1
                 self._dirty.add(pod.name)
                 if not _managed(node.pod):
                     self._launch(pod, node, run, allocation=None, now=now)
@@ -316,6 +333,7 @@ class LocalRunner:
             if len(waiting) == first.gang_size:
                 waiting.sort(key=lambda n: int(_rank(self._node_of(n))))
                 self._submit(key, first, now)
+        return taken
 
     def _parse(self, spec: PodSpec, pod: PodRow) -> PodRequest | None:
         manifest = spec.pod
@@ -330,6 +348,11 @@ class LocalRunner:
 
     def _submit(self, name: str, request: PodRequest, now: float) -> None:
         why = self._never_fits(request)
+        if self._fixed_queues and request.queue not in self._queue_names:
+            why = (
+                f"queue {request.queue!r} is not in the settings "
+                f"(queues: {', '.join(self._queue_names) or 'none'})"
+            )
         if why:
             for member in self._members.get(name, []):
                 self._fail(self.pods[member], Phase.ERROR, f"it can never run here: {why}")
@@ -340,7 +363,6 @@ class LocalRunner:
             for member in self._members.get(name, []):
                 self._fail(self.pods[member], Phase.ERROR, str(error))
             return
-        self._queue_names = tuple(dict.fromkeys((*self._queue_names, request.queue)))
         run = self.pods[self._members[name][0]].run
         self._event(
             run,
@@ -364,17 +386,18 @@ class LocalRunner:
         """Without configured queues: the active runs' queues share the machine equally."""
         if self._fixed_queues:
             return
-        names = sorted({p.queue for p in self.pods.values() if p.queue and p.state != "done"})
-        current = tuple(q.name for q in self.scheduler.snapshot().queues)
-        held = {w.queue for w in self.scheduler.snapshot().workloads}
-        wanted = sorted(set(names) | held)
-        if tuple(wanted) != current:
+        # Every workload the core holds has a pod not done yet, so no queue in use is dropped.
+        wanted = tuple(
+            sorted({p.queue for p in self.pods.values() if p.queue and p.state != "done"})
+        )
+        if wanted != self._queue_names:
+            self._queue_names = wanted
             self.scheduler.set_queues(default_queues(wanted, self.node.pool, len(self.node.gpus)))
 
     # -- the core's plan --------------------------------------------------------------------
 
     def _schedule(self, now: float) -> None:
-        if not self.scheduler.snapshot().workloads:
+        if not self._members:
             self.plan = Plan()
             return
         plan = self.scheduler.cycle(now)
@@ -394,7 +417,8 @@ class LocalRunner:
                 pod = self.pods[name]
                 run = self.runs[pod.run]
                 self._launch(pod, run.nodes[pod.node], run, allocation=placed, now=now)
-        if plan.pending:
+        if plan.pending and now - self._told_at >= TELL_WAITING_SECONDS:
+            self._told_at = now
             self._tell_waiting(plan)
 
     def _tell_waiting(self, plan: Plan) -> None:
@@ -417,7 +441,6 @@ class LocalRunner:
                 if pod.waiting != text:
                     pod.waiting = text
                     self._dirty.add(name)
-                    self.runs[pod.run].pod_waiting(pod.node, text)
 
     # -- processes --------------------------------------------------------------------------
 

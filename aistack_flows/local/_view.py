@@ -95,6 +95,8 @@ def step_rows(
         pod = pods.get(attempt.pod.name) if attempt.pod is not None else None
         phase = node.phase if node.complete else attempt.phase
         message = node.message if node.complete and node.message else attempt.message
+        if pod is not None and pod.state == "waiting" and pod.waiting:
+            message = f"waiting: {pod.waiting}"
         if not node.complete and node.type == "Retry" and node.not_before is not None:
             message = node.message
         rows.append(

@@ -233,12 +233,6 @@ class Run:
         node.message = message
         self._touch(node)
 
-    def pod_waiting(self, node_id: str, message: str) -> None:
-        node = self.nodes[node_id]
-        if node.message != message:
-            node.message = message
-            self._touch(node)
-
     # -- templates --------------------------------------------------------------------------
 
     def _execute(self, call: _Call) -> Node:
