@@ -201,7 +201,7 @@ def start(launch: Launch, *, cgroups: Cgroups | None = None) -> ProcessRef:
     # wrapper behind our back, and the stop signals can be blocked in the new process alone.
     pid = os.posix_spawn(
         sys.executable,
-        [sys.executable, "-I", str(_WRAPPER), str(directory / SPEC_FILE)],
+        [sys.executable, "-I", "-S", str(_WRAPPER), str(directory / SPEC_FILE)],
         os.environ,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

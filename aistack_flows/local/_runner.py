@@ -145,7 +145,6 @@ class LocalRunner:
         self._events: list[Event] = []
         self._dirty: set[str] = set()
         self._ports: dict[str, int] = {}
-        self.plan = Plan()
         self._told_at = -TELL_WAITING_SECONDS
 
     # -- start-up ---------------------------------------------------------------------------
@@ -398,10 +397,11 @@ class LocalRunner:
 
     def _schedule(self, now: float) -> None:
         if not self._members:
-            self.plan = Plan()
             return
-        plan = self.scheduler.cycle(now)
-        self.plan = plan
+        # The reasons of what waits (phase 6) cost time in what waits, every cycle: they are
+        # worked out when they are told, once a second; the decisions are the same either way.
+        explain = now - self._told_at >= TELL_WAITING_SECONDS
+        plan = self.scheduler.cycle(now, explain=explain)
         for eviction in plan.evictions:
             self.scheduler.evicting(eviction.workload)
             message = contract.EVICTION_MESSAGE_PREFIX + eviction.message
@@ -417,7 +417,7 @@ class LocalRunner:
                 pod = self.pods[name]
                 run = self.runs[pod.run]
                 self._launch(pod, run.nodes[pod.node], run, allocation=placed, now=now)
-        if plan.pending and now - self._told_at >= TELL_WAITING_SECONDS:
+        if explain:
             self._told_at = now
             self._tell_waiting(plan)
 

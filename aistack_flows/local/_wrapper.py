@@ -1,8 +1,8 @@
 """Run one step as a child process, tee its output, and record how it ended.
 
-Run by `aistack_flows.local._process.start` as `python -I _wrapper.py <spec.json>`, so it uses
-the standard library only and imports nothing from the project (a start costs the interpreter's
-start-up, not the project's imports). The spec is a JSON object:
+Run by `aistack_flows.local._process.start` as `python -I -S _wrapper.py <spec.json>`, so it
+uses the standard library only and imports nothing from the project, not even `site` (a start
+costs the bare interpreter's start-up: every step pays it). The spec is a JSON object:
 
     {"argv": [...], "cwd": "...", "env": {...}, "log": "...", "stdout": "...",
      "exit_file": "...", "cgroup": "..." or null}
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
     # Blocked already when the runner started us; blocking again covers a start by hand.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     if len(argv) != 2:
-        sys.stderr.write("usage: python -I _wrapper.py SPEC.json\n")
+        sys.stderr.write("usage: python -I -S _wrapper.py SPEC.json\n")
         return 2
     with open(argv[1], encoding="utf-8") as file:
         spec = json.load(file)
