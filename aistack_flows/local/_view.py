@@ -76,7 +76,10 @@ def step_rows(
             running = sum(1 for m in members if m.phase is Phase.RUNNING or _running(m, nodes))
             failed = sum(1 for m in members if m.phase in {Phase.FAILED, Phase.ERROR})
             phase = node.phase.value if node.complete else ("Running" if running else "Pending")
+            waiting = len(members) - done - running
             parts = [f"{running} running"] if running else []
+            if waiting:
+                parts.append(f"{waiting} waiting")
             if failed:
                 parts.append(f"{failed} failed")
             rows.append(

@@ -352,4 +352,4 @@ def test_the_view_sums_up_a_fan_out_as_a_progress_bar() -> None:
     )  # fmt: skip
     lines = run_lines(row, run.nodes, {}, now=3.0)
     assert lines[0] == "wf  Running  3.0s  (f.py)"
-    assert lines[1] == f"  . many                     [{'#' * 10}{'.' * 10}] 2/4"
+    assert lines[1] == f"  . many                     [{'#' * 10}{'.' * 10}] 2/4 2 waiting"
