@@ -5,6 +5,7 @@ Where each group of commands lives:
     submit, render, list, status,     aistack_flows/cli (the pipeline author's commands;
     explain, queues                   they use the Kubernetes API, never the service's code)
     serve                             _serve.py (the scheduler service on Kubernetes)
+    agent                             _agent.py (the node agent on a GPU node)
     demo, scenario                    _scenario.py (the core on a simulated cluster)
     sim pooling                       _pooling.py (Experiment 2, the Philly trace)
     sim fragmentation                 _fragmentation.py (Experiment 1, the openb trace)
@@ -21,6 +22,7 @@ import argparse
 import sys
 
 from aistack_flows.cli import add_author_commands
+from scheduler_service.cli._agent import add_agent_parser
 from scheduler_service.cli._fragmentation import add_fragmentation_parser
 from scheduler_service.cli._pooling import add_pooling_parser
 from scheduler_service.cli._scenario import add_scenario_parsers
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_author_commands(commands)
     add_serve_parser(commands)
+    add_agent_parser(commands)
     add_scenario_parsers(commands)
     sim = commands.add_parser("sim", help="replay production traces through the core")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="EXPERIMENT")

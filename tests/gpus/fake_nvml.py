@@ -1,10 +1,14 @@
-"""A fake `pynvml`: exactly the calls `gpu_discovery.discover` makes, on data from real machines.
+"""A fake `pynvml`: the calls of `gpu_discovery` and the node agent, on data from real machines.
 
 An instance stands in for the module (`discover(nvml=FakeNvml.h100_hgx())`): the NVML functions
 are its methods, the error classes and constants its attributes, with pynvml's names. It is
 strict where NVML is: every call but `nvmlInit` fails with `NVMLError_Uninitialized` outside an
 `nvmlInit`/`nvmlShutdown` pair, and `calls` records every call in order, so a test can check
 that discovery shut NVML down. `failures` makes one function fail for one GPU.
+
+Every GPU starts idle (no memory used, 0 % busy, no processes); `load` gives one a load: memory
+used, utilisation and the processes `nvmlDeviceGetComputeRunningProcesses` lists, as the node
+agent's metrics read them.
 
 The machines, and what real NVML answers on them (nothing here was run on hardware):
 - `h100_hgx()`: an 8x H100 SXM HGX board (as in a DGX H100). Every GPU has 18 NVLinks, all into
@@ -34,10 +38,10 @@ Memory totals are what `nvidia-smi` shows on those devices (81559, 40536, 81920,
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
-__all__ = ["ErrorClass", "FakeGpu", "FakeHandle", "FakeNvml"]
+__all__ = ["ErrorClass", "FakeGpu", "FakeHandle", "FakeNvml", "FakeProcess"]
 
 _MIB: Final = 1024 * 1024
 _UUID_NAMESPACE: Final = uuid.UUID("6f1d0b8e-3c57-4b8e-9a52-0c1a4c9e7d10")
@@ -86,6 +90,18 @@ ErrorClass = type[NVMLError]
 
 
 @dataclass(frozen=True, slots=True)
+class FakeProcess:
+    """A compute process on a GPU: its host PID and the device memory it holds.
+
+    `used_bytes` None is what pynvml answers where the driver cannot say (NVML's
+    NVML_VALUE_NOT_AVAILABLE, e.g. without permission to see other users' processes).
+    """
+
+    pid: int
+    used_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class FakeGpu:
     """One device as the fake reports it.
 
@@ -98,6 +114,10 @@ class FakeGpu:
         mig_mode: The current `nvmlDeviceGetMigMode`; None answers "Not Supported".
         links: The PCI address at the far end of each NVLink, None for an inactive link; past
             the last link the state answers "Invalid Argument". None for no NVLink at all.
+        memory_used_bytes: `nvmlDeviceGetMemoryInfo(h).used` (free is the rest of the total).
+        utilization_percent: `nvmlDeviceGetUtilizationRates(h).gpu`.
+        memory_busy_percent: `nvmlDeviceGetUtilizationRates(h).memory`.
+        processes: What `nvmlDeviceGetComputeRunningProcesses` lists.
     """
 
     name: str
@@ -107,6 +127,10 @@ class FakeGpu:
     numa_node: int | None = None
     mig_mode: int | None = 0
     links: tuple[str | None, ...] | None = None
+    memory_used_bytes: int = 0
+    utilization_percent: int = 0
+    memory_busy_percent: int = 0
+    processes: tuple[FakeProcess, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +151,22 @@ class FakeMemory:
 class FakePciInfo:
     busId: str | bytes
     busIdLegacy: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FakeUtilization:
+    gpu: int
+    memory: int
+
+
+@dataclass(frozen=True, slots=True)
+class FakeProcessInfo:
+    """pynvml's c_nvmlProcessInfo_t, as `nvmlDeviceGetComputeRunningProcesses` returns it."""
+
+    pid: int
+    usedGpuMemory: int | None
+    gpuInstanceId: int = 0xFFFFFFFF
+    computeInstanceId: int = 0xFFFFFFFF
 
 
 @dataclass
@@ -261,6 +301,27 @@ class FakeNvml:
         """A machine without the NVIDIA driver: `nvmlInit` cannot load libnvidia-ml.so.1."""
         return cls(library_missing=True)
 
+    def load(
+        self,
+        index: int,
+        *,
+        memory_used_bytes: int = 0,
+        utilization_percent: int = 0,
+        memory_busy_percent: int = 0,
+        processes: tuple[FakeProcess, ...] = (),
+    ) -> FakeNvml:
+        """Give GPU `index` this load (replacing its last one); returns the fake, for chaining."""
+        gpus = list(self.gpus)
+        gpus[index] = replace(
+            gpus[index],
+            memory_used_bytes=memory_used_bytes,
+            utilization_percent=utilization_percent,
+            memory_busy_percent=memory_busy_percent,
+            processes=processes,
+        )
+        self.gpus = tuple(gpus)
+        return self
+
     # -- NVML ---------------------------------------------------------------------------------
 
     def nvmlInit(self) -> None:
@@ -306,8 +367,17 @@ class FakeNvml:
         return self._string(self._gpu("nvmlDeviceGetUUID", handle).uuid)
 
     def nvmlDeviceGetMemoryInfo(self, handle: FakeHandle) -> FakeMemory:
-        total = self._gpu("nvmlDeviceGetMemoryInfo", handle).memory_bytes
-        return FakeMemory(total=total, free=total, used=0)
+        gpu = self._gpu("nvmlDeviceGetMemoryInfo", handle)
+        used = gpu.memory_used_bytes
+        return FakeMemory(total=gpu.memory_bytes, free=gpu.memory_bytes - used, used=used)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeHandle) -> FakeUtilization:
+        gpu = self._gpu("nvmlDeviceGetUtilizationRates", handle)
+        return FakeUtilization(gpu=gpu.utilization_percent, memory=gpu.memory_busy_percent)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[FakeProcessInfo]:
+        gpu = self._gpu("nvmlDeviceGetComputeRunningProcesses", handle)
+        return [FakeProcessInfo(pid=p.pid, usedGpuMemory=p.used_bytes) for p in gpu.processes]
 
     def nvmlDeviceGetPciInfo(self, handle: FakeHandle) -> FakePciInfo:
         return self._pci_info(self._gpu("nvmlDeviceGetPciInfo", handle).bus_id)

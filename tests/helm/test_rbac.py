@@ -45,8 +45,8 @@ def _roles(manifests: Iterable[Manifest]) -> list[Manifest]:
 
 
 def _bound_to_service_account(manifests: list[Manifest]) -> list[Manifest]:
-    """The roles some binding grants to the chart's ServiceAccount."""
-    account = find(manifests, "ServiceAccount")["metadata"]["name"]
+    """The roles some binding grants to the service's ServiceAccount (the agent has its own)."""
+    account = find(manifests, "ServiceAccount", RELEASE)["metadata"]["name"]
     bound = []
     for binding in kinds(manifests, "ClusterRoleBinding") + kinds(manifests, "RoleBinding"):
         subjects = binding["subjects"]
@@ -135,7 +135,7 @@ def test_rbac_create_false_creates_no_rbac_objects() -> None:
 def test_an_existing_service_account_is_bound_and_not_created() -> None:
     manifests = render(set_json=['serviceAccount={"create":false,"name":"platform-sa"}'])
 
-    assert kinds(manifests, "ServiceAccount") == []
+    assert kinds(manifests, "ServiceAccount", RELEASE) == []
     pod = find(manifests, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "platform-sa"
     binding = find(manifests, "ClusterRoleBinding", RELEASE)

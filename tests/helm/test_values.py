@@ -192,6 +192,7 @@ def test_defaults_render() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "DaemonSet",
         "Deployment",
         "MutatingWebhookConfiguration",
         "PodDisruptionBudget",

@@ -123,3 +123,33 @@ Cross-value rules that JSON Schema cannot say clearly. Each failure names the va
 {{- fail "tls.existingSecret needs tls.caBundle: the base64 PEM of the CA that signed its certificate, so the API server can trust the webhook" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The node agent (templates/agent-daemonset.yaml): its own name, labels and ServiceAccount, so
+that neither the scheduler's Deployment selects its pods nor its rights mix with the service's.
+*/}}
+{{- define "aistack.agentName" -}}
+{{- printf "%s-agent" (include "aistack.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "aistack.agentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aistack.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end }}
+
+{{- define "aistack.agentLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "aistack.agentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: aistack
+{{- end }}
+
+{{- define "aistack.agentServiceAccountName" -}}
+{{- if .Values.agent.serviceAccount.create }}
+{{- default (include "aistack.agentName" .) .Values.agent.serviceAccount.name }}
+{{- else }}
+{{- required "agent.serviceAccount.name is required when agent.serviceAccount.create is false" .Values.agent.serviceAccount.name }}
+{{- end }}
+{{- end }}
