@@ -36,7 +36,16 @@ from typing import Any
 from aistack_flows.local._cgroups import Cgroups, Unsupported
 from aistack_flows.local._config import LocalConfig, default_queues
 from aistack_flows.local._pods import PodSpec
-from aistack_flows.local._process import Exit, Launch, ProcessRef, alive, poll, signal_group, start
+from aistack_flows.local._process import (
+    EXIT_FILE,
+    Exit,
+    Launch,
+    ProcessRef,
+    alive,
+    poll,
+    signal_group,
+    start,
+)
 from aistack_flows.local._store import Event, PodRow, RunRow, Store
 from aistack_flows.local._workflow import MAX_RESULT_BYTES, Node, Phase, Run, RunError
 from scheduler_service import pod_contract as contract
@@ -766,7 +775,7 @@ def _safe(text: str) -> str:
 
 
 def _has_record(node: Node) -> bool:
-    return node.pod is not None and (Path(node.pod.directory) / "exit.json").exists()
+    return node.pod is not None and (Path(node.pod.directory) / EXIT_FILE).exists()
 
 
 def _past_deadline(node: Node, now: float) -> bool:

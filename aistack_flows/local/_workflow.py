@@ -526,7 +526,12 @@ class Run:
 
     def _items(self, task: Json, scope: Json, where: str) -> list[Any] | None:
         if "withItems" in task:
-            items = [_resolve_item(item, scope, self, where) for item in task["withItems"]]
+            items = [
+                self._substitute(item, scope, where=f"{where} withItems")
+                if isinstance(item, str)
+                else item
+                for item in task["withItems"]
+            ]
         elif "withParam" in task:
             text = self._substitute(str(task["withParam"]), scope, where=f"{where} withParam")
             try:
@@ -725,7 +730,7 @@ class Run:
                 self._complete(group_node, Phase.FAILED if failed else Phase.SUCCEEDED)
             for step, result in zip(group, results, strict=True):
                 assert result is not None
-                scope["steps"][step["name"]] = _task_scope(result, self.nodes)
+                scope["steps"][step["name"]] = _task_scope(result)
             if failed:
                 return self._complete(
                     node,
@@ -781,7 +786,7 @@ class Run:
         for name in tasks:
             node = self.nodes.get(f"{parent}.{name}")
             if node is not None and node.complete:
-                scope[name] = _task_scope(node, self.nodes)
+                scope[name] = _task_scope(node)
         return scope
 
     def _template_outputs(self, template: Json, scope: Json, call: _Call) -> Json:
@@ -870,7 +875,7 @@ class Run:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _task_scope(node: Node, nodes: Mapping[str, Node]) -> Json:
+def _task_scope(node: Node) -> Json:
     outputs = node.outputs or {}
     scope: Json = {
         "status": node.phase.value,
@@ -885,7 +890,6 @@ def _task_scope(node: Node, nodes: Mapping[str, Node]) -> Json:
     }
     if "result" in outputs:
         scope["outputs"]["result"] = outputs["result"]
-    del nodes
     return scope
 
 
@@ -912,12 +916,6 @@ def _maybe_json(text: Any) -> Any:
         return json.loads(text)
     except (TypeError, ValueError):
         return text
-
-
-def _resolve_item(item: Any, scope: Json, run: Run, where: str) -> Any:
-    if isinstance(item, str):
-        return run._substitute(item, scope, where=f"{where} withItems")
-    return item
 
 
 def _depends(task: Mapping[str, Any], where: str) -> Depends:
