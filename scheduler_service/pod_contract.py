@@ -67,6 +67,24 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 SCHEDULING_GATE: Final = "aistack.io/admission"
 """Scheduling gate the webhook adds at creation and the service removes on admission."""
 
+RESERVATION_GATE: Final = "aistack.io/gpu-reservation"
+"""Second gate of a slice where whole GPUs come from NVIDIA's device plugin (the service's
+`gpu_reservations`): the service removes it once the reservation pod of the slice's GPU knows
+which device the plugin gave it, and has written that device on the slice (`DEVICE_ANNOTATION`)."""
+
+RESERVATION_LABEL: Final = "aistack.io/gpu-reservation"
+"""On the service's reservation pods: one per booked GPU that hosts slices, in the service's
+namespace, asking the device plugin for one `nvidia.com/gpu` on the GPU's node, so that the
+plugin never hands that device to a whole-GPU pod."""
+
+RESERVES_ANNOTATION: Final = "aistack.io/reserves"
+"""On a reservation pod: the booked GPU it holds a device for, "<node>/<gpu>" (the GPU as
+`alloc.aistack.io/gpus` names it)."""
+
+RESERVED_DEVICE_ANNOTATION: Final = "aistack.io/reserved-device"
+"""Written by a reservation pod's own container (`aistack reserve-gpu`): the device the plugin
+gave it, from the NVIDIA_VISIBLE_DEVICES the plugin set."""
+
 MANAGED_LABEL: Final = "aistack.io/managed"
 """Label the webhook sets on every pod it gated, so the service watches exactly those."""
 
@@ -85,17 +103,48 @@ MEMORY_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-memory-limit"
 COMPUTE_LIMIT_ANNOTATION: Final = "alloc.aistack.io/gpu-compute-percent"
 """A slice's compute cap in percent (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)."""
 
+DEVICE_ANNOTATION: Final = "alloc.aistack.io/device"
+"""A slice's GPU as the container runtime names it (its NVIDIA_VISIBLE_DEVICES): the GPU the
+service booked, or, with GPU reservations, the device NVIDIA's device plugin gave the booked
+GPU's reservation pod (`RESERVATION_LABEL`)."""
+
+GPU_SHARING_ANNOTATION: Final = "alloc.aistack.io/gpu-sharing"
+"""How a slice's caps are enforced on its node: "mps", "hami-core" or "none" (the setting of the
+slice's pool, docs/gpu-sharing.md)."""
+
+MPS_GPU_ANNOTATION: Final = "alloc.aistack.io/mps-gpu"
+"""On a slice where some pool uses MPS: the uuid of the GPU whose MPS daemon it connects to, or
+"none" when its pool does not use MPS. Its containers mount `<uuid>/pipe` of the node's MPS root
+(a `subPathExpr` on AISTACK_MPS_GPU) at `MPS_CLIENT_PIPE_DIRECTORY`, so a slice sees only its
+own GPU's daemon."""
+
+MPS_CLIENT_PIPE_DIRECTORY: Final = "/var/run/aistack-mps"
+"""Where a slice's container sees its GPU's MPS pipe directory (its CUDA_MPS_PIPE_DIRECTORY)."""
+
+MPS_CLIENT_SHM: Final = "/dev/shm"
+"""Where a slice's container sees the MPS daemons' shared memory (`<mps root>/shm` on the node)."""
+
+HAMI_MEMORY_ANNOTATION: Final = "alloc.aistack.io/hami-memory-limit"
+"""A slice under HAMi-core: its memory cap, e.g. "4096m" (CUDA_DEVICE_MEMORY_LIMIT)."""
+
+HAMI_COMPUTE_ANNOTATION: Final = "alloc.aistack.io/hami-compute-limit"
+"""A slice under HAMi-core: its SM cap in percent (CUDA_DEVICE_SM_LIMIT)."""
+
 ALLOCATION_ENVIRONMENT: Final = (
     ("AISTACK_GPUS", GPUS_ANNOTATION, False),
-    ("NVIDIA_VISIBLE_DEVICES", GPUS_ANNOTATION, True),
+    ("NVIDIA_VISIBLE_DEVICES", DEVICE_ANNOTATION, True),
     ("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", MEMORY_LIMIT_ANNOTATION, True),
     ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", COMPUTE_LIMIT_ANNOTATION, True),
+    ("AISTACK_MPS_GPU", MPS_GPU_ANNOTATION, True),
+    ("CUDA_DEVICE_MEMORY_LIMIT", HAMI_MEMORY_ANNOTATION, True),
+    ("CUDA_DEVICE_SM_LIMIT", HAMI_COMPUTE_ANNOTATION, True),
 )
 """What a step's containers read of its allocation: (variable, annotation, slices only).
 
-Every managed step learns its GPUs; a slice also gets the runtime's device variable and the MPS
-caps (a whole-GPU step's devices come from the device plugin). The cluster injects these from
-the annotations, the local runner sets them from the same values."""
+Every managed step learns its GPUs; a slice also gets the runtime's device variable, the MPS
+caps, and what its pool's mechanism needs (a whole-GPU step's devices come from the device
+plugin). The cluster injects these from the annotations (an annotation the service did not
+write reads as ""), the local runner sets those it has from the same values."""
 
 GANG_ALLOCATION_ANNOTATION: Final = "alloc.aistack.io/gang"
 """On every pod of an admitted gang: the whole gang's placement as JSON {pod: {node, gpus}}, so

@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from kubernetes.utils import parse_quantity
 
@@ -36,8 +37,10 @@ from scheduler_service.core import (
     TopologyWish,
     Workload,
 )
+from scheduler_service.gpu_sharing import Mechanism, hami_core_environment
 
 __all__ = [
+    "MAX_QUEUE_GPUS",
     "NodeError",
     "PodRequest",
     "PodRequestError",
@@ -45,11 +48,16 @@ __all__ = [
     "allocation_annotations",
     "asks_for_gpus",
     "default_namespaces",
+    "device_annotations",
+    "held_gpus",
     "never_fits",
     "node_from_k8s",
     "parse_pod_request",
     "pod_allocation",
+    "pod_shape_problem",
     "queue_from_k8s",
+    "queue_namespaces",
+    "queue_shape_problem",
     "runtime_gpu_ids",
     "some_names",
 ]
@@ -125,6 +133,129 @@ class PodRequest:
             tolerations=self.tolerations,
             preemptible=self.preemptible,
         )
+
+
+def pod_shape_problem(pod: object) -> str:
+    """What makes `pod` not a pod as the API server sends one, or "".
+
+    The API server only sends decoded pods, but anyone who reaches the webhook can send
+    anything: every field the scheduler reads is checked for its kind here, so the parsers
+    after it meet only what they expect, and the refusal names the field.
+    """
+    if not isinstance(pod, dict):
+        return f"the object is {_kind_of(pod)}, not a pod"
+    problems: list[str] = []
+    metadata = _shaped(pod, "metadata", dict, "metadata", problems) or {}
+    for part in ("labels", "annotations"):
+        _string_map(metadata, part, f"metadata.{part}", problems)
+    for part in ("name", "generateName", "namespace", "uid", "creationTimestamp"):
+        _shaped(metadata, part, str, f"metadata.{part}", problems)
+    spec = _shaped(pod, "spec", dict, "spec", problems) or {}
+    for group in ("containers", "initContainers"):
+        for i, container in enumerate(_shaped(spec, group, list, f"spec.{group}", problems) or ()):
+            where = f"spec.{group}[{i}]"
+            if not isinstance(container, dict):
+                problems.append(f"{where} is {_kind_of(container)}, not a container")
+                continue
+            _shaped(container, "name", str, f"{where}.name", problems)
+            resources = _shaped(container, "resources", dict, f"{where}.resources", problems) or {}
+            for amounts in ("limits", "requests"):
+                found = _shaped(resources, amounts, dict, f"{where}.resources.{amounts}", problems)
+                for name, amount in (found or {}).items():
+                    if isinstance(amount, bool) or not isinstance(amount, str | int | float):
+                        problems.append(
+                            f"{where}.resources.{amounts}[{name!r}] is {_kind_of(amount)}, "
+                            "not a quantity"
+                        )
+            _named_list(container, "env", f"{where}.env", problems)
+            _named_list(
+                container, "volumeMounts", f"{where}.volumeMounts", problems, key_field="mountPath"
+            )
+    _named_list(spec, "schedulingGates", "spec.schedulingGates", problems)
+    _named_list(spec, "volumes", "spec.volumes", problems)
+    _string_map(spec, "nodeSelector", "spec.nodeSelector", problems)
+    for i, toleration in enumerate(
+        _shaped(spec, "tolerations", list, "spec.tolerations", problems) or ()
+    ):
+        if not isinstance(toleration, dict):
+            problems.append(f"spec.tolerations[{i}] is {_kind_of(toleration)}, not a toleration")
+    _shaped(spec, "affinity", dict, "spec.affinity", problems)
+    _shaped(spec, "nodeName", str, "spec.nodeName", problems)
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, int)):
+        problems.append(f"spec.activeDeadlineSeconds is {_kind_of(deadline)}, not a whole number")
+    return "; ".join(problems[:5]) + (
+        f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    )
+
+
+_KINDS_OF: Final[Mapping[type, str]] = MappingProxyType(
+    {
+        bool: "a boolean",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "a map",
+        type(None): "null",
+    }
+)
+
+
+def _kind_of(value: object) -> str:
+    return _KINDS_OF.get(type(value), type(value).__name__)
+
+
+def _queue_name(obj: object) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else "<unnamed>"
+
+
+def queue_shape_problem(obj: object) -> str:
+    """What makes `obj` not a Queue object as the API server sends one, or "" (see pods)."""
+    if not isinstance(obj, dict):
+        return f"the object is {_kind_of(obj)}, not a Queue"
+    problems: list[str] = []
+    metadata = _shaped(obj, "metadata", dict, "metadata", problems) or {}
+    _shaped(metadata, "name", str, "metadata.name", problems)
+    spec = _shaped(obj, "spec", dict, "spec", problems) or {}
+    _shaped(spec, "parent", str, "spec.parent", problems)
+    for i, entry in enumerate(_shaped(spec, "pools", list, "spec.pools", problems) or ()):
+        if not isinstance(entry, dict) or not isinstance(entry.get("pool"), str):
+            problems.append(f"spec.pools[{i}] needs a pool (a string)")
+    return "; ".join(problems[:5])
+
+
+def _shaped(
+    parent: Mapping[str, Any], key: str, kind: type, where: str, problems: list[str]
+) -> Any:
+    """`parent[key]` when it is absent, null or of `kind`; else None, with the problem noted."""
+    value = parent.get(key)
+    if value is None or isinstance(value, kind):
+        return value
+    wanted = _KINDS_OF.get(kind, kind.__name__)
+    problems.append(f"{where} is {_kind_of(value)}, not {wanted}")
+    return None
+
+
+def _string_map(parent: Mapping[str, Any], key: str, where: str, problems: list[str]) -> None:
+    found = _shaped(parent, key, dict, where, problems)
+    for name, value in (found or {}).items():
+        if not isinstance(value, str):
+            problems.append(f"{where}[{name!r}] is {_kind_of(value)}, not a string")
+
+
+def _named_list(
+    parent: Mapping[str, Any], key: str, where: str, problems: list[str], *, key_field: str = ""
+) -> None:
+    for i, item in enumerate(_shaped(parent, key, list, where, problems) or ()):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            problems.append(f"{where}[{i}] needs a name (a string)")
+        elif key_field and not isinstance(item.get(key_field), str):
+            problems.append(
+                f"{where}[{i}].{key_field} is {_kind_of(item.get(key_field))}, not a string"
+            )
 
 
 def asks_for_gpus(pod: JsonObject) -> bool:
@@ -267,6 +398,22 @@ def _request(
         cpu_milli=math.ceil(cpu * 1000),
         memory_mib=math.ceil(memory / 2**20),
     )
+
+
+def held_gpus(pod: JsonObject) -> int:
+    """The whole GPUs a pod holds on its node, as the kubelet charges it (init containers too).
+
+    For any pod, managed or not; an amount that cannot be read counts as nothing (the device
+    plugin would not have given such a pod a GPU either).
+    """
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return 0
+    ignored: list[str] = []
+    try:
+        return int(_effective(spec, lambda container, where: _gpus(container, where, ignored)))
+    except (TypeError, AttributeError, ValueError, ArithmeticError):
+        return 0
 
 
 def _effective(spec: JsonObject, amount: Callable[[JsonObject, str], Decimal]) -> Decimal:
@@ -506,17 +653,57 @@ def runtime_gpu_ids(gpus: Sequence[str]) -> str:
 # -- allocations ----------------------------------------------------------------------------------
 
 
-def allocation_annotations(pod: PodAllocation, admitted_at: str) -> dict[str, str]:
-    """The annotations that carry one pod's allocation to the container and back to the service."""
+def allocation_annotations(
+    pod: PodAllocation,
+    admitted_at: str,
+    *,
+    sharing: Mechanism = "none",
+    uses_mps: bool = False,
+    device: str | None = None,
+) -> dict[str, str]:
+    """The annotations that carry one pod's allocation to the container and back to the service.
+
+    A slice also gets what `sharing`, the mechanism of its node's pool, needs: under MPS the
+    uuid of its GPU, whose daemon's pipe directory its containers mount, under HAMi-core its
+    caps in HAMi's syntax. MPS needs the GPU's uuid (the daemon's directory is named by it): a
+    GPU the node agent did not report, known only by its index, gets "none". Where `uses_mps`
+    (some pool uses MPS, so the webhook mounted the daemons' directory into every slice), a
+    slice not under MPS gets the GPU "none", whose directory holds no daemon.
+
+    A slice's device (`alloc.aistack.io/device`, its NVIDIA_VISIBLE_DEVICES) is the booked GPU,
+    or `device` where a reservation pod found which one the device plugin holds for it; where
+    that is not known yet (GPU reservations, `device=""`), neither the device nor the MPS GPU
+    is written: `device_annotations` writes them later.
+    """
     annotations = {
         keys.NODE_ANNOTATION: pod.node,
         keys.GPUS_ANNOTATION: runtime_gpu_ids(pod.gpus),
         keys.ADMITTED_AT_ANNOTATION: admitted_at,
     }
-    if pod.slice is not None:
-        # The container sees only its GPU, as device 0.
-        annotations[keys.MEMORY_LIMIT_ANNOTATION] = f"0={pod.slice.memory_mib}M"
-        annotations[keys.COMPUTE_LIMIT_ANNOTATION] = str(pod.slice.compute_percent)
+    if pod.slice is None:
+        return annotations
+    # The container sees only its GPU, as device 0.
+    memory, compute = pod.slice.memory_mib, pod.slice.compute_percent
+    annotations[keys.MEMORY_LIMIT_ANNOTATION] = f"0={memory}M"
+    annotations[keys.COMPUTE_LIMIT_ANNOTATION] = str(compute)
+    gpu = annotations[keys.GPUS_ANNOTATION] if device is None else device
+    if sharing == "mps" and gpu.isdigit():
+        sharing = "none"
+    annotations[keys.GPU_SHARING_ANNOTATION] = sharing
+    if gpu:
+        annotations.update(device_annotations(gpu, sharing=sharing, uses_mps=uses_mps))
+    if sharing == "hami-core":
+        hami = hami_core_environment(memory, compute)
+        annotations[keys.HAMI_MEMORY_ANNOTATION] = hami["CUDA_DEVICE_MEMORY_LIMIT"]
+        annotations[keys.HAMI_COMPUTE_ANNOTATION] = hami["CUDA_DEVICE_SM_LIMIT"]
+    return annotations
+
+
+def device_annotations(device: str, *, sharing: Mechanism, uses_mps: bool) -> dict[str, str]:
+    """A slice's device (NVIDIA_VISIBLE_DEVICES) and, where MPS is in use, its daemon's GPU."""
+    annotations = {keys.DEVICE_ANNOTATION: device}
+    if sharing == "mps" or uses_mps:
+        annotations[keys.MPS_GPU_ANNOTATION] = device if sharing == "mps" else "none"
     return annotations
 
 
@@ -538,31 +725,62 @@ def pod_allocation(pod: JsonObject, request: Request) -> PodAllocation | None:
 
 # -- queues ---------------------------------------------------------------------------------------
 
+MAX_QUEUE_GPUS = 1_000_000
+"""The most GPUs a queue's quota or limit in one pool may name (the Queue CRD's bound too)."""
+MAX_WEIGHT = 1_000
+"""The largest over-quota weight."""
+MAX_QUEUE_PRIORITY = 1_000_000
+"""Queue priorities lie within plus or minus this."""
+MAX_QUEUE_POOLS = 64
+"""The most pools a queue may list (the CRD's maxItems)."""
+MAX_RUNTIME_SECONDS = 31_536_000
+"""The longest minimum runtime before reclaim or preemption: a year."""
+
 
 def queue_from_k8s(obj: JsonObject) -> Queue:
     """The core's queue from a Queue object; raise `QueueError` naming the bad field."""
+    shape = queue_shape_problem(obj)
+    if shape:
+        raise QueueError(f"queue {_queue_name(obj)}: malformed: {shape}")
     name = _metadata(obj).get("name", "")
     spec: JsonObject = obj.get("spec") or {}
     try:
+        pools = spec.get("pools") or ()
+        if len(pools) > MAX_QUEUE_POOLS:
+            raise QueueError(
+                f"queue {name}: spec.pools lists {len(pools)} pools, at most {MAX_QUEUE_POOLS}"
+            )
         quotas = tuple(
             PoolQuota(
                 pool=str(entry["pool"]),
-                quota=float(entry.get("quota", 0)),
-                limit=None if entry.get("limit") is None else float(entry["limit"]),
-                over_quota_weight=float(entry.get("overQuotaWeight", 1)),
+                quota=_bounded(name, f"pools[{i}].quota", entry.get("quota", 0), MAX_QUEUE_GPUS),
+                limit=None
+                if entry.get("limit") is None
+                else _bounded(name, f"pools[{i}].limit", entry["limit"], MAX_QUEUE_GPUS),
+                over_quota_weight=_bounded(
+                    name, f"pools[{i}].overQuotaWeight", entry.get("overQuotaWeight", 1), MAX_WEIGHT
+                ),
             )
-            for entry in spec.get("pools") or ()
+            for i, entry in enumerate(pools)
         )
         parent = spec.get("parent") or None
         if parent is not None and not _NAME.match(parent):
             raise QueueError(f"queue {name}: spec.parent {parent!r} is not a queue name")
+        priority = spec.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise QueueError(f"queue {name}: spec.priority {priority!r} is not a whole number")
+        if abs(priority) > MAX_QUEUE_PRIORITY:
+            raise QueueError(
+                f"queue {name}: spec.priority {priority} is outside "
+                f"-{MAX_QUEUE_PRIORITY}..{MAX_QUEUE_PRIORITY}"
+            )
         return Queue(
             name=name,
             parent=parent,
-            priority=int(spec.get("priority", 0)),
+            priority=priority,
             quotas=quotas,
-            reclaim_min_runtime_seconds=_optional_float(spec.get("reclaimMinRuntimeSeconds")),
-            preempt_min_runtime_seconds=_optional_float(spec.get("preemptMinRuntimeSeconds")),
+            reclaim_min_runtime_seconds=_optional_seconds(name, spec, "reclaimMinRuntimeSeconds"),
+            preempt_min_runtime_seconds=_optional_seconds(name, spec, "preemptMinRuntimeSeconds"),
         )
     except (KeyError, TypeError, ValueError, SnapshotError) as error:
         if isinstance(error, QueueError):
@@ -570,11 +788,42 @@ def queue_from_k8s(obj: JsonObject) -> Queue:
         raise QueueError(f"queue {name}: {error}") from error
 
 
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _bounded(queue: str, field: str, value: object, most: float) -> float:
+    """`value` as a number of 0..`most`, or a `QueueError` naming the field and the bounds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise QueueError(f"queue {queue}: spec.{field} {value!r} is not a number")
+    number = float(value)
+    if not (math.isfinite(number) and 0 <= number <= most):
+        raise QueueError(f"queue {queue}: spec.{field} {value!r} is outside 0..{most:g}")
+    return number
+
+
+def _optional_seconds(queue: str, spec: JsonObject, field: str) -> float | None:
+    value = spec.get(field)
+    return None if value is None else _bounded(queue, field, value, MAX_RUNTIME_SECONDS)
 
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def queue_namespaces(obj: JsonObject) -> tuple[str, ...] | None:
+    """The namespaces a Queue object lets use it (`spec.namespaces`); None: every namespace.
+
+    Raises `QueueError` naming the field when it is not a list of namespace names.
+    """
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    namespaces = spec.get("namespaces") if isinstance(spec, dict) else None
+    if namespaces is None:
+        return None
+    if not isinstance(namespaces, list) or not all(
+        isinstance(n, str) and len(n) <= keys.MAX_NAME_LENGTH and _NAMESPACE.match(n)
+        for n in namespaces
+    ):
+        raise QueueError(
+            f"queue {_queue_name(obj)}: spec.namespaces must be a list of namespace names, got "
+            f"{str(namespaces)[:200]}"
+        )
+    return tuple(dict.fromkeys(namespaces))
 
 
 def default_namespaces(obj: JsonObject) -> tuple[str, ...]:
@@ -584,6 +833,9 @@ def default_namespaces(obj: JsonObject) -> tuple[str, ...]:
     The core does not know namespaces; only the webhooks read this. Raises `QueueError` naming
     the field when it is not a list of namespace names.
     """
+    shape = queue_shape_problem(obj)
+    if shape:
+        raise QueueError(f"queue {_queue_name(obj)}: malformed: {shape}")
     name = _metadata(obj).get("name", "")
     spec: JsonObject = obj.get("spec") or {}
     default_for = spec.get("defaultFor")

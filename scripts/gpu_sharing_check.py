@@ -22,8 +22,8 @@ Where MPS cannot run it says why and still measures what it can: 1, and 3 and 4 
 a baseline. It never changes the GPU's compute mode or MIG mode.
 
 The daemons are started and stopped by the product's code (`MpsDaemons`), loaded from
-scheduler_service/agent/_mps.py by its path: the package `scheduler_service.agent` imports the
-Kubernetes client, which the machine's python3 need not have. Every measurement runs in a child
+scheduler_service/gpu_sharing.py by its path: it needs only the standard library, and loading it
+alone spares the machine's python3 the project's dependencies. Every measurement runs in a child
 process (`gpu_sharing_check.py client KIND OPTIONS`), because MPS takes a process's caps from
 its environment when it creates its CUDA context.
 """
@@ -390,9 +390,9 @@ def plain_environment() -> dict[str, str]:
 
 
 def load_mps() -> ModuleType:
-    """scheduler_service/agent/_mps.py, without running the package's __init__."""
-    path = REPOSITORY / "scheduler_service" / "agent" / "_mps.py"
-    spec = importlib.util.spec_from_file_location("aistack_agent_mps", path)
+    """scheduler_service/gpu_sharing.py, without importing the package around it."""
+    path = REPOSITORY / "scheduler_service" / "gpu_sharing.py"
+    spec = importlib.util.spec_from_file_location("aistack_gpu_sharing", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)

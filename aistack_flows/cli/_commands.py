@@ -39,6 +39,7 @@ from aistack_flows.cli._report import (
     step_rows,
     workflow_row,
 )
+from aistack_flows.cli._usage import add_report_commands
 from scheduler_service import pod_contract as contract
 
 __all__ = ["add_author_commands"]
@@ -50,7 +51,7 @@ _SERVICE_COMPONENT = "aistack-scheduler"
 
 
 def add_author_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add submit, render, list, status, explain and queues to the `aistack` parser."""
+    """Add submit, render, list, status, explain, queues and report to the `aistack` parser."""
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default as kubectl)")
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -101,6 +102,7 @@ def add_author_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "queues", parents=[cluster], help="quota, used, borrowed and waiting GPUs per queue"
     )
     queues.set_defaults(run=run_queues)
+    add_report_commands(commands)
     add_run_commands(commands)
 
 

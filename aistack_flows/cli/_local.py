@@ -71,6 +71,13 @@ def add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     run.add_argument(
         "--resume", action="store_true", help="take over the runs a stopped runner left"
     )
+    run.add_argument(
+        "--gpu-sharing",
+        choices=("auto", "mps", "none"),
+        default="auto",
+        help="how slices are capped on the GPU: mps (one NVIDIA MPS daemon per GPU that hosts "
+        "slices), none (booked only), auto (mps where it can run, default)",
+    )
     run.add_argument("--no-live", action="store_true", help="print changes line by line")
     add_local_options(run, flag=False)
     run.set_defaults(run=_run)
@@ -118,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         templates=args.templates,
         resume=args.resume,
         live=False if args.no_live else None,
+        gpu_sharing=args.gpu_sharing,
     )
     return run_pipelines(options)
 

@@ -11,7 +11,9 @@ One pass (`tick`) does, in order:
    admitted workload's pods start with their GPUs in the environment (`pod_contract`'s
    variables, and CUDA_VISIBLE_DEVICES); an evicted one is stopped gracefully (SIGTERM to its
    process group, SIGKILL after the grace period) and its pod fails with the message a cluster
-   writes, so the step's retry strategy retries it and it resumes from its checkpoint;
+   writes, so the step's retry strategy retries it and it resumes from its checkpoint; with
+   `mps`, a slice becomes a client of its GPU's MPS daemon, capped at its memory and compute
+   (`scheduler_service.gpu_sharing`), and the daemons follow the running slices;
 5. watches the processes: an ended step's outputs are collected and its pod completes;
 6. saves everything that changed in one transaction.
 
@@ -65,6 +67,7 @@ from scheduler_service.core import (
     Node as CoreNode,
 )
 from scheduler_service.gpu_discovery import Machine
+from scheduler_service.gpu_sharing import MpsDaemons, MpsError, Share, daemon_defaults
 from scheduler_service.translate import (
     PodRequest,
     PodRequestError,
@@ -87,6 +90,10 @@ that the previous one took and completed at once, such as a refused request)."""
 TELL_WAITING_SECONDS = 1.0
 """How often a waiting step's reason is worked out again: its place in the queue moves with
 every admission, and hundreds waiting would otherwise cost a rewrite each per pass."""
+MPS_CHECK_SECONDS = 5.0
+"""How often the MPS daemons of running slices are checked (one control command per GPU), to
+start again one that died."""
+
 _GANG_PORT_BASE = 29500
 
 
@@ -133,6 +140,7 @@ class LocalRunner:
         *,
         clock: Callable[[], float] = time.time,
         cgroups: Cgroups | Unsupported | None = None,
+        mps: MpsDaemons | None = None,
     ) -> None:
         self.store = store
         self.machine = machine
@@ -144,6 +152,11 @@ class LocalRunner:
         self.scheduler = Scheduler([self.node], queues or ())
         self._queue_names: tuple[str, ...] = tuple(q.name for q in queues or ())
         self.cgroups = cgroups
+        self.mps = mps
+        """Enforces slices with one MPS daemon per GPU that hosts one; None: slices are not
+        capped (booked only)."""
+        self._mps_shares: dict[str, Share] = {}
+        self._mps_check_at = 0.0
         self.runs: dict[str, Run] = {}
         self.rows: dict[str, RunRow] = {}
         self.pods: dict[str, PodRow] = {}
@@ -262,7 +275,18 @@ class LocalRunner:
             self._schedule(now)
             if not taken:
                 break
+        self._tend_mps()
         self._save()
+
+    def close(self) -> None:
+        """Stop the MPS daemons once no step runs any more (the runner's last act)."""
+        if self.mps is not None and not any(
+            p.state in {"running", "stopping"} for p in self.pods.values()
+        ):
+            try:
+                self.mps.stop_all()
+            except MpsError as error:
+                print(f"aistack: warning: {error}", file=sys.stderr)
 
     def _advance(self, run: Run, now: float) -> None:
         row = self.rows[run.name]
@@ -465,9 +489,11 @@ class LocalRunner:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a step that asked for no GPU sees none
             env["NVIDIA_VISIBLE_DEVICES"] = "void"
         else:
-            annotations = allocation_annotations(allocation, _rfc3339(now))
-            for variable, annotation, slices_only in contract.ALLOCATION_ENVIRONMENT:
-                if allocation.slice is not None or not slices_only:
+            annotations = allocation_annotations(
+                allocation, _rfc3339(now), sharing="mps" if self.mps is not None else "none"
+            )
+            for variable, annotation, _slices_only in contract.ALLOCATION_ENVIRONMENT:
+                if annotation in annotations:
                     env[variable] = annotations[annotation]
             env["CUDA_VISIBLE_DEVICES"] = annotations[contract.GPUS_ANNOTATION]
             pod.gpus = list(allocation.gpus)
@@ -479,6 +505,12 @@ class LocalRunner:
             pod.admitted_at = now
             if self.machine.source == "simulated":
                 env["AISTACK_SIMULATED_GPUS"] = "1"
+        if allocation is not None and allocation.slice is not None and self.mps is not None:
+            problem = self._mps_client(env, allocation.gpus[0], allocation.slice)
+            if problem:
+                self._fail(pod, Phase.ERROR, problem)
+                self._release(pod)
+                return
         request = self._requests.get(pod.name)
         if request is not None and request.gang is not None:
             env.update(self._gang_environment(pod))
@@ -515,6 +547,52 @@ class LocalRunner:
         where = "no GPU" if allocation is None else _describe_allocation(allocation, self.machine)
         run.pod_started(node.id, now, f"running on {where}")
         self._event(run.name, node.name, "Started", f"pod {pod.name} started on {where}")
+
+    def _mps_client(self, env: dict[str, str], uuid: str, share: GpuSlice) -> str:
+        """Make `env` a capped client of GPU `uuid`'s daemon, started first if need be.
+
+        Returns why it could not (the step then fails rather than run uncapped), else "".
+        """
+        assert self.mps is not None
+        wanted = self._wanted_mps_shares()
+        wanted[uuid] = daemon_defaults(
+            [
+                Share(share.memory_mib, share.compute_percent),
+                *([wanted[uuid]] if uuid in wanted else []),
+            ]
+        )
+        try:
+            self.mps.ensure(wanted)
+        except MpsError as error:
+            if uuid in error.failures:
+                return f"its slice could not be capped: {error.failures[uuid]}"
+        self._mps_shares = wanted
+        self._mps_check_at = time.monotonic() + MPS_CHECK_SECONDS
+        env.update(self.mps.client_environment(uuid, share.memory_mib, share.compute_percent))
+        return ""
+
+    def _wanted_mps_shares(self) -> dict[str, Share]:
+        """Each GPU's daemon defaults: the largest of the slices its running steps hold."""
+        slices: dict[str, list[Share]] = {}
+        for pod in self.pods.values():
+            if pod.state in {"running", "stopping"} and pod.slice is not None and pod.gpus:
+                slices.setdefault(pod.gpus[0], []).append(Share(*pod.slice))
+        return {uuid: daemon_defaults(shares) for uuid, shares in slices.items()}
+
+    def _tend_mps(self) -> None:
+        """Lower or stop daemons whose slices ended; every few seconds, restart a dead one."""
+        if self.mps is None:
+            return
+        wanted = self._wanted_mps_shares()
+        now = time.monotonic()
+        if wanted == self._mps_shares and (not wanted or now < self._mps_check_at):
+            return
+        try:
+            self.mps.ensure(wanted)
+        except MpsError as error:
+            print(f"aistack: warning: {error}", file=sys.stderr)
+        self._mps_shares = wanted
+        self._mps_check_at = now + MPS_CHECK_SECONDS
 
     def _gang_environment(self, pod: PodRow) -> dict[str, str]:
         """Gang members meet on this machine: rank 0 listens on a port free for this gang."""

@@ -11,6 +11,7 @@ stay finished, steps still running are adopted, steps that waited wait again.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import secrets
@@ -18,12 +19,13 @@ import select
 import signal
 import string
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from aistack_flows._errors import PipelineError
 from aistack_flows._load import LoadError, load_pipelines
@@ -41,6 +43,7 @@ from scheduler_service.gpu_discovery import (
     machine_to_json,
     simulated,
 )
+from scheduler_service.gpu_sharing import MpsDaemons
 from scheduler_service.translate import asks_for_gpus
 
 __all__ = ["RunOptions", "default_state_directory", "run_pipelines", "submit_runs"]
@@ -78,6 +81,9 @@ class RunOptions:
     live: bool | None = None
     """Draw the view in place (None: when the output is a terminal)."""
     poll_seconds: float = 0.25
+    gpu_sharing: Literal["auto", "mps", "none"] = "auto"
+    """How slices are capped: "mps" (refused where MPS cannot run), "none", or "auto": MPS on
+    real GPUs where it can run, else none with a note that says why."""
 
 
 def run_pipelines(options: RunOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -317,7 +323,8 @@ def _drive(
             if runner is None:
                 lock = store.try_lock()
                 if lock is not None:
-                    runner = _start_runner(store, machine, config, out)
+                    mps = _mps_daemons(store, machine, options.gpu_sharing, out)
+                    runner = _start_runner(store, machine, config, out, mps=mps)
                 elif not told:
                     told = True
                     print(
@@ -348,6 +355,8 @@ def _drive(
             runner.interrupt(f"interrupted by the user (pid {os.getpid()})")
     finally:
         waker.close()
+        if runner is not None:
+            runner.close()
         if lock is not None:
             lock.release()
     _draw(screen, store, machine, mine, runner, force=True, summary=True)
@@ -357,7 +366,35 @@ def _drive(
     return 0 if all(r is not None and r.phase == "Succeeded" for r in rows) else 1
 
 
-def _start_runner(store: Store, machine: Machine, config: LocalConfig, out: TextIO) -> LocalRunner:
+def _mps_daemons(
+    store: Store, machine: Machine, sharing: Literal["auto", "mps", "none"], out: TextIO
+) -> MpsDaemons | None:
+    """The MPS daemons that cap the runner's slices, or None where slices are only booked.
+
+    Their directory is short (a socket path holds at most 107 bytes) and one per state
+    directory, so two runners of two states never share a daemon.
+    """
+    if sharing == "none" or (sharing == "auto" and machine.source != "nvml"):
+        return None
+    digest = hashlib.sha256(str(store.directory.resolve()).encode()).hexdigest()[:8]
+    daemons = MpsDaemons(Path(tempfile.gettempdir()) / f"aistack-mps-{digest}")
+    unavailable = daemons.available()
+    if unavailable and sharing == "mps":
+        raise RunRefusedError(f"--gpu-sharing mps: {unavailable}")
+    if unavailable:
+        print(f"note: slices are booked but not capped on the GPU: {unavailable}", file=out)
+        return None
+    return daemons
+
+
+def _start_runner(
+    store: Store,
+    machine: Machine,
+    config: LocalConfig,
+    out: TextIO,
+    *,
+    mps: MpsDaemons | None = None,
+) -> LocalRunner:
     """The runner of `store`, once it holds the lock; its steps must find their GPUs here."""
     held = {g for p in store.pods() if p.state in {"running", "stopping"} for g in p.gpus}
     missing = held - {g.uuid for g in machine.gpus}
@@ -373,7 +410,9 @@ def _start_runner(store: Store, machine: Machine, config: LocalConfig, out: Text
         print(f"note: {cgroups.reason}", file=out)
     for line in machine.describe():
         print(line, file=out)
-    runner = LocalRunner(store, machine, config, cgroups=cgroups)
+    if mps is not None:
+        print(f"slices are capped by MPS (daemons in {mps.root})", file=out)
+    runner = LocalRunner(store, machine, config, cgroups=cgroups, mps=mps)
     runner.recover()
     return runner
 

@@ -8,8 +8,8 @@ node's GPU metrics for Prometheus, per GPU and per pod.
     _inventory  what is written on the Node (pure: a `Machine` and the Node in, patches out)
     _metrics    the GPU metrics, read from NVML and /proc at each scrape
     _agent      the loop that discovers and patches, with retries; the pod directory
-    _mps        one NVIDIA MPS control daemon per GPU that hosts slices (not yet called by the
-                loop: see docs/gpu-sharing.md), and the HAMi-core environment
+    _sharing    on a node whose slices MPS enforces, one MPS control daemon per GPU (kept by
+                `scheduler_service.gpu_sharing.MpsDaemons`), with defaults from the node's slices
 
 A driver like `kube` and `sim`: it talks to Kubernetes and NVML, and imports no other driver.
 """
@@ -31,36 +31,26 @@ from scheduler_service.agent._metrics import (
     pod_uid_from_cgroup,
     pod_uid_of_process,
 )
-from scheduler_service.agent._mps import (
-    MpsDaemon,
-    MpsDaemons,
-    MpsError,
-    Share,
-    daemon_defaults,
-    hami_core_environment,
-)
+from scheduler_service.agent._sharing import MpsKeeper, mps_shares, node_slices
 
 __all__ = [
     "INVENTORY_CONDITION",
     "AgentCollector",
     "GpuCollector",
     "InventoryStatus",
-    "MpsDaemon",
-    "MpsDaemons",
-    "MpsError",
+    "MpsKeeper",
     "NodeAgent",
     "PodDirectory",
     "PodRef",
     "PodResolver",
-    "Share",
     "SyncResult",
     "condition_patch",
-    "daemon_defaults",
-    "hami_core_environment",
     "inventory_annotation",
     "inventory_entries",
     "inventory_status",
+    "mps_shares",
     "node_patch",
+    "node_slices",
     "pod_uid_from_cgroup",
     "pod_uid_of_process",
 ]

@@ -44,6 +44,7 @@ from scheduler_service.agent._inventory import (
     node_patch,
 )
 from scheduler_service.agent._metrics import PodRef
+from scheduler_service.agent._sharing import MpsKeeper
 from scheduler_service.gpu_discovery import Machine, discover
 
 __all__ = ["AgentCollector", "NodeAgent", "PodDirectory", "SyncResult"]
@@ -95,6 +96,7 @@ class NodeAgent:
         nvml_lock: threading.Lock | None = None,
         request_timeout_seconds: float = 10.0,
         retry_initial_seconds: float = 1.0,
+        mps: MpsKeeper | None = None,
     ) -> None:
         """An agent for node `node_name`.
 
@@ -108,6 +110,8 @@ class NodeAgent:
             request_timeout_seconds: Limit of each request, so a hung connection cannot stall
                 the loop.
             retry_initial_seconds: Wait before the first retry of a failed pass; it doubles.
+            mps: Keeps the node's MPS daemons where its pool's slices run under MPS; each pass
+                that reached the API server gives it the GPUs, the Node's labels and its pods.
         """
         self.node_name = node_name
         self.nvml_lock = nvml_lock or threading.Lock()
@@ -117,6 +121,7 @@ class NodeAgent:
         self._rng = rng or random.Random()
         self._timeout = request_timeout_seconds
         self._retry_initial = retry_initial_seconds
+        self.mps = mps
         self.last_success_at: float | None = None
         self.failures_total = 0
 
@@ -164,8 +169,29 @@ class NodeAgent:
                 status.reason,
                 status.message,
             )
+        if self.mps is not None:
+            labels = {**(node.get("metadata") or {}).get("labels", {})}
+            labels.update((metadata or {}).get("metadata", {}).get("labels", {}))
+            self.mps.pass_(machine, self._node_pods(), labels)
         self.last_success_at = self._clock()
         return SyncResult(machine, status, metadata, condition)
+
+    def _node_pods(self) -> list[dict[str, Any]] | None:
+        """The pods bound to the node, from the API server's cache; None if it did not answer."""
+        try:
+            response: Any = self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={self.node_name}",
+                resource_version="0",
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+        except _RETRYABLE as error:
+            _log.warning(
+                "pods on node %s could not be listed: %s", self.node_name, _describe(error)
+            )
+            return None
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
 
     def run(self, stop: threading.Event, interval_seconds: float) -> None:
         """Run `sync()` every `interval_seconds` until `stop` is set.
@@ -265,6 +291,9 @@ class AgentCollector:
 
     aistack_agent_last_sync_timestamp_seconds{node}   the last successful pass, Unix seconds
     aistack_agent_sync_failures_total{node}           passes that failed on the API server
+    aistack_agent_mps_daemons{node}                   MPS daemons running (with --gpu-sharing mps)
+    aistack_agent_mps_failing_gpus{node}              GPUs whose daemon the last pass could not
+                                                      start or configure (the log says why)
     """
 
     def __init__(self, agent: NodeAgent) -> None:
@@ -288,6 +317,21 @@ class AgentCollector:
         )
         failures.add_metric(node, self._agent.failures_total)
         yield from (last, failures)
+        keeper = self._agent.mps
+        if keeper is not None:
+            daemons = GaugeMetricFamily(
+                "aistack_agent_mps_daemons",
+                "MPS control daemons the node agent keeps running, one per GPU.",
+                labels=["node"],
+            )
+            daemons.add_metric(node, len(keeper.last))
+            failing = GaugeMetricFamily(
+                "aistack_agent_mps_failing_gpus",
+                "GPUs whose MPS daemon the last pass could not start or configure.",
+                labels=["node"],
+            )
+            failing.add_metric(node, len(keeper.failures))
+            yield from (daemons, failing)
 
 
 def _what(patch: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from scheduler_service.api._contract import (
     Webhooks,
     WorkloadPods,
 )
+from scheduler_service.api._deps import Services
 from scheduler_service.api._errors import ErrorBody, ErrorDetail
 from scheduler_service.api._metrics import Metrics
 from scheduler_service.api._models import (
@@ -35,6 +36,7 @@ from scheduler_service.api._models import (
 )
 from scheduler_service.api._probes import create_probe_app
 from scheduler_service.api._settings import ApiSettings
+from scheduler_service.api._views import ClusterView
 
 __all__ = [
     "Actions",
@@ -43,6 +45,7 @@ __all__ = [
     "AuthUnavailable",
     "Authorizer",
     "ClusterStatus",
+    "ClusterView",
     "ErrorBody",
     "ErrorDetail",
     "Explanation",
@@ -57,6 +60,7 @@ __all__ = [
     "QueueView",
     "ReasonView",
     "RequestView",
+    "Services",
     "User",
     "Webhooks",
     "WorkloadCounts",

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from starlette.types import ASGIApp
 
-from scheduler_service.api import _routes, _webhooks
+from scheduler_service.accounting import AccountingStore
+from scheduler_service.api import _routes, _usage, _webhooks
 from scheduler_service.api._contract import Actions, Authorizer, ClusterStatus, Webhooks
 from scheduler_service.api._deps import Services
 from scheduler_service.api._errors import install_error_handlers
+from scheduler_service.api._limits import BodyLimit
 from scheduler_service.api._metrics import Metrics
 from scheduler_service.api._settings import ApiSettings
 
@@ -36,13 +40,17 @@ def create_app(
     webhooks: Webhooks,
     actions: Actions,
     metrics: Metrics | None = None,
+    dashboard: Callable[[Services], ASGIApp] | None = None,
+    accounting: AccountingStore | None = None,
 ) -> FastAPI:
     """The HTTPS app: the REST API under /api/v1 and the admission webhooks under /webhooks.
 
     `status` returns the driver's latest `ClusterStatus` (each request reads it once);
     `authorizer` checks bearer tokens and RBAC unless `settings.auth` is off; `webhooks` and
     `actions` carry out what the routes are asked. When `metrics` is given, the webhook routes
-    count their decisions in it.
+    count their decisions in it. When `dashboard` is given, the app it builds on the same
+    services is mounted under /ui (scheduler_service.dashboard), and / leads there.
+    `accounting` serves usage reports and workload histories (None: those routes answer 503).
     """
     app = FastAPI(
         title="AI-Stack scheduler",
@@ -59,8 +67,16 @@ def create_app(
         webhooks=webhooks,
         actions=actions,
         metrics=metrics,
+        accounting=accounting,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit)
     app.include_router(_routes.router)
+    app.include_router(_usage.router)
     app.include_router(_webhooks.router)
+    if dashboard is not None:
+        app.mount("/ui", dashboard(app.state.services))
+        app.add_api_route(
+            "/", lambda: RedirectResponse("/ui/", status_code=307), include_in_schema=False
+        )
     return app

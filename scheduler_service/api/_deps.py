@@ -15,6 +15,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from scheduler_service.accounting import AccountingStore
 from scheduler_service.api._access import ANONYMOUS, Access, unavailable
 from scheduler_service.api._contract import (
     Actions,
@@ -55,6 +56,8 @@ class Services:
     webhooks: Webhooks
     actions: Actions
     metrics: Metrics | None = None
+    accounting: AccountingStore | None = None
+    """Workload records and usage reports (scheduler_service.accounting); None when off."""
     _last: tuple[ClusterStatus, ClusterView] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -17,13 +17,15 @@ from scheduler_service.api._metrics import Metrics
 __all__ = ["create_probe_app"]
 
 _NOT_READY = (
-    "not ready: the scheduler has not finished syncing with the Kubernetes API server yet; "
-    "wait, and if it stays unready read the service's log (it names what it is waiting for)"
+    "not ready: {why}; wait, and if it stays unready read the service's log (it names what failed)"
 )
 
 
-def create_probe_app(*, ready: Callable[[], bool], metrics: Metrics) -> FastAPI:
-    """The probe app: `/metrics`, `/healthz` (alive) and `/readyz` (503 until `ready()`)."""
+def create_probe_app(*, unready: Callable[[], str], metrics: Metrics) -> FastAPI:
+    """The probe app: `/metrics`, `/healthz` (alive) and `/readyz`.
+
+    `/readyz` answers 503 with `unready()`'s reason while it gives one, else 200.
+    """
     app = FastAPI(
         title="AI-Stack scheduler probes", openapi_url=None, docs_url=None, redoc_url=None
     )
@@ -38,9 +40,10 @@ def create_probe_app(*, ready: Callable[[], bool], metrics: Metrics) -> FastAPI:
 
     @app.get("/readyz")
     def readyz(response: Response) -> dict[str, str] | ErrorBody:
-        if ready():
+        why = unready()
+        if not why:
             return {"status": "ready"}
         response.status_code = 503
-        return ErrorBody(error=ErrorDetail(code="unavailable", message=_NOT_READY))
+        return ErrorBody(error=ErrorDetail(code="unavailable", message=_NOT_READY.format(why=why)))
 
     return app

@@ -25,6 +25,7 @@ from aistack_flows.cli import add_author_commands
 from scheduler_service.cli._agent import add_agent_parser
 from scheduler_service.cli._fragmentation import add_fragmentation_parser
 from scheduler_service.cli._pooling import add_pooling_parser
+from scheduler_service.cli._reserve import add_reserve_parser
 from scheduler_service.cli._scenario import add_scenario_parsers
 from scheduler_service.cli._serve import add_serve_parser
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     add_author_commands(commands)
     add_serve_parser(commands)
     add_agent_parser(commands)
+    add_reserve_parser(commands)
     add_scenario_parsers(commands)
     sim = commands.add_parser("sim", help="replay production traces through the core")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="EXPERIMENT")

@@ -20,8 +20,22 @@ from pathlib import Path
 from kubernetes.client import CoreV1Api
 from prometheus_client import CollectorRegistry, start_http_server
 
-from scheduler_service.agent import AgentCollector, GpuCollector, NodeAgent, PodDirectory
+from scheduler_service.agent import (
+    AgentCollector,
+    GpuCollector,
+    MpsKeeper,
+    NodeAgent,
+    PodDirectory,
+)
+from scheduler_service.gpu_sharing import (
+    DEFAULT_MPS_ROOT,
+    MECHANISMS,
+    GpuSharing,
+    Mechanism,
+    MpsDaemons,
+)
 from scheduler_service.kube import api_client
+from scheduler_service.pod_contract import POOL_LABEL
 
 __all__ = ["add_agent_parser", "run_agent_command"]
 
@@ -60,6 +74,34 @@ def add_agent_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         default=Path("/proc"),
         help="the host's /proc, to find each GPU process's pod (default /proc: needs hostPID)",
     )
+    agent.add_argument(
+        "--gpu-sharing",
+        choices=MECHANISMS,
+        default="none",
+        help="how the slices of a pool not named by --gpu-sharing-pool are enforced, the "
+        "service's gpu_sharing.default: on a node of an mps pool the agent keeps one MPS daemon "
+        "per GPU (docs/gpu-sharing.md); hami-core and none need nothing of it (default none)",
+    )
+    agent.add_argument(
+        "--gpu-sharing-pool",
+        type=_pool_mechanism,
+        action="append",
+        default=[],
+        metavar="POOL=MECHANISM",
+        help="the mechanism of one pool, as the service's gpu_sharing.pools (repeat it)",
+    )
+    agent.add_argument(
+        "--pool-label",
+        default=POOL_LABEL,
+        help=f"the Node label naming its pool, the service's pool_label (default {POOL_LABEL})",
+    )
+    agent.add_argument(
+        "--mps-root",
+        type=Path,
+        default=Path(DEFAULT_MPS_ROOT),
+        help=f"the daemons' directory, the service's gpu_sharing.mps_root (default "
+        f"{DEFAULT_MPS_ROOT}); the slices' pods mount it from the node",
+    )
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     agent.set_defaults(run=run_agent_command)
 
@@ -82,7 +124,13 @@ def run_agent_command(args: argparse.Namespace) -> int:
         )
         return 2
     core = CoreV1Api(api_client(args.kubeconfig, pool_size=4))
-    agent = NodeAgent(args.node, core)
+    sharing = GpuSharing(
+        default=args.gpu_sharing, pools=dict(args.gpu_sharing_pool), mps_root=str(args.mps_root)
+    )
+    mps = None
+    if sharing.uses_mps:
+        mps = MpsKeeper(MpsDaemons(args.mps_root), sharing, pool_label=args.pool_label)
+    agent = NodeAgent(args.node, core, mps=mps)
     registry = CollectorRegistry()
     registry.register(
         GpuCollector(
@@ -110,14 +158,17 @@ def run_agent_command(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
     logging.getLogger(__name__).info(
-        "node agent for %s: syncing every %g s, metrics on %s",
+        "node agent for %s: syncing every %g s, metrics on %s, slices: %s",
         args.node,
         args.interval_seconds,
         f"{args.metrics_host}:{args.metrics_port}" if server else "nothing",
+        f"MPS daemons in {args.mps_root} where the pool uses MPS" if mps else "no daemon",
     )
-    agent.run(stop, args.interval_seconds)
-    if server is not None:
-        server.shutdown()
+    try:
+        agent.run(stop, args.interval_seconds)
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0
 
 
@@ -143,3 +194,15 @@ def _port(text: str) -> int:
             f"give a port from 1 to 65535, or 0 for none; got {text!r}"
         )
     return value
+
+
+def _pool_mechanism(text: str) -> tuple[str, Mechanism]:
+    """An argparse `type`: POOL=MECHANISM."""
+    pool, _, mechanism = text.partition("=")
+    for known in MECHANISMS:
+        if pool and mechanism == known:
+            return pool, known
+    raise argparse.ArgumentTypeError(
+        f"give POOL=MECHANISM with a mechanism of {', '.join(MECHANISMS)}, e.g. H100=mps; "
+        f"got {text!r}"
+    )

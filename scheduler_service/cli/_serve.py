@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
-from scheduler_service.kube import ServeOptions, SettingsError, load_settings, serve
+from scheduler_service.kube import (
+    ServeOptions,
+    SettingsError,
+    load_settings,
+    serve,
+    with_accounting_url,
+)
 
 __all__ = ["add_serve_parser", "run_serve_command"]
 
@@ -29,6 +36,12 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     serve.add_argument("--metrics-port", type=int, default=9090, help="metrics and probes port")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster)")
+    serve.add_argument(
+        "--accounting-url",
+        default=os.environ.get("AISTACK_ACCOUNTING_URL") or None,
+        help="accounting store, sqlite:///<path> or postgresql://... (default: the settings' "
+        "accounting.url; $AISTACK_ACCOUNTING_URL)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     serve.set_defaults(run=run_serve_command)
 
@@ -40,6 +53,8 @@ def run_serve_command(args: argparse.Namespace) -> int:
     )
     try:
         settings = load_settings(args.config)
+        if args.accounting_url:
+            settings = with_accounting_url(settings, args.accounting_url)
     except SettingsError as error:
         print(f"aistack serve: error: {error}", file=sys.stderr)
         return 2

@@ -6,13 +6,20 @@ into workloads, scheduled by the core, and released onto their node and GPUs; se
 whoever creates the pods.
 """
 
+from scheduler_service.kube._accountant import Accountant
 from scheduler_service.kube._admission import KubeWebhooks, injected_env
 from scheduler_service.kube._auth import KubeAuthorizer
 from scheduler_service.kube._driver import ClusterDriver, DriverMetrics
 from scheduler_service.kube._leader import LeaseElector
 from scheduler_service.kube._ledger import Intents, PodLedger
 from scheduler_service.kube._serve import ServeOptions, api_client, serve
-from scheduler_service.kube._settings import ServiceSettings, SettingsError, load_settings
+from scheduler_service.kube._settings import (
+    AccountingSettings,
+    ServiceSettings,
+    SettingsError,
+    load_settings,
+    with_accounting_url,
+)
 from scheduler_service.translate import (
     NodeError,
     PodRequest,
@@ -24,6 +31,8 @@ from scheduler_service.translate import (
 )
 
 __all__ = [
+    "Accountant",
+    "AccountingSettings",
     "ClusterDriver",
     "DriverMetrics",
     "Intents",
@@ -45,4 +54,5 @@ __all__ = [
     "parse_pod_request",
     "queue_from_k8s",
     "serve",
+    "with_accounting_url",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 from scheduler_service import pod_contract as keys
 from scheduler_service.api import AdmissionDecision
 from scheduler_service.core import Node, Queue
+from scheduler_service.gpu_sharing import GpuSharing
 from scheduler_service.translate import (
     PodRequest,
     PodRequestError,
@@ -30,7 +31,9 @@ from scheduler_service.translate import (
     default_namespaces,
     never_fits,
     parse_pod_request,
+    pod_shape_problem,
     queue_from_k8s,
+    queue_shape_problem,
     some_names,
 )
 
@@ -62,14 +65,44 @@ def injected_env(is_slice: bool) -> list[dict[str, Any]]:
 
 _OWNED_ENV = frozenset(
     {
-        "AISTACK_GPUS",
-        "NVIDIA_VISIBLE_DEVICES",
         "CUDA_VISIBLE_DEVICES",
-        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
-        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
+        "CUDA_MPS_PIPE_DIRECTORY",
+        "CUDA_MPS_LOG_DIRECTORY",
+        *(name for name, _annotation, _slices_only in keys.ALLOCATION_ENVIRONMENT),
     }
 )
 """Variables only the service may set in a managed pod (it removes user-set copies)."""
+
+_MPS_VOLUME = "aistack-mps"
+_MPS_SHM_VOLUME = "aistack-mps-shm"
+
+
+def mps_volumes(mps_root: str) -> list[dict[str, Any]]:
+    """The node's MPS directory and the daemons' shared memory, as a slice's pod mounts them."""
+    return [
+        {"name": _MPS_VOLUME, "hostPath": {"path": mps_root, "type": "DirectoryOrCreate"}},
+        {
+            "name": _MPS_SHM_VOLUME,
+            "hostPath": {"path": f"{mps_root}/shm", "type": "DirectoryOrCreate"},
+        },
+    ]
+
+
+def mps_mounts() -> list[dict[str, Any]]:
+    """A slice container's mounts: only its own GPU's pipe directory, and the shared memory.
+
+    `subPathExpr` reads AISTACK_MPS_GPU, which the kubelet takes from the pod's
+    `alloc.aistack.io/mps-gpu` annotation when it starts the container, after the service wrote
+    it; a missing annotation mounts `<root>/pipe`, which holds no daemon, never the whole root.
+    """
+    return [
+        {
+            "name": _MPS_VOLUME,
+            "mountPath": keys.MPS_CLIENT_PIPE_DIRECTORY,
+            "subPathExpr": "$(AISTACK_MPS_GPU)/pipe",
+        },
+        {"name": _MPS_SHM_VOLUME, "mountPath": keys.MPS_CLIENT_SHM},
+    ]
 
 
 def _from_annotation(name: str, annotation: str) -> dict[str, Any]:
@@ -115,6 +148,10 @@ class KubeWebhooks:
         nodes: Callable[[], Sequence[Node]] = tuple,
         read_nodes: Callable[[], Sequence[Node]] | None = None,
         default_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
+        gpu_sharing: GpuSharing | None = None,
+        reservations: bool = False,
+        service_namespace: str = "",
+        allowed_namespaces: Callable[[str], tuple[str, ...] | None] = lambda _queue: None,
     ) -> None:
         self._queues = queues
         self._workloads_in = workloads_in
@@ -122,6 +159,10 @@ class KubeWebhooks:
         self._nodes = nodes
         self._read_nodes = read_nodes or nodes
         self._default_queues = default_queues
+        self._sharing = gpu_sharing or GpuSharing()
+        self._reservations = reservations
+        self._service_namespace = service_namespace
+        self._allowed_namespaces = allowed_namespaces
 
     # -- pods -------------------------------------------------------------------------------------
 
@@ -135,15 +176,20 @@ class KubeWebhooks:
         """
         if request.get("operation") != "CREATE":
             return AdmissionDecision(allowed=True)
+        shape = pod_shape_problem(request.get("object"))
+        if shape:
+            return AdmissionDecision(allowed=False, code=400, message=f"malformed pod: {shape}")
         pod: JsonObject = request.get("object") or {}
         metadata: JsonObject = pod.get("metadata") or {}
         labels: Mapping[str, str] = metadata.get("labels") or {}
         added: dict[str, str] = {}
         warnings: list[str] = []
+        namespace = request.get("namespace") or metadata.get("namespace") or ""
+        if keys.RESERVATION_LABEL in labels and namespace == self._service_namespace:
+            return AdmissionDecision(allowed=True)  # the service's own GPU reservation
         if keys.QUEUE_LABEL not in labels:
             if not asks_for_gpus(pod):
                 return AdmissionDecision(allowed=True)
-            namespace = request.get("namespace") or metadata.get("namespace") or ""
             queue, refusal = self._default_queue(_pod_name(pod), namespace)
             if refusal:
                 return AdmissionDecision(allowed=False, message=refusal)
@@ -158,12 +204,21 @@ class KubeWebhooks:
             parsed = parse_pod_request(labelled)
         except PodRequestError as error:
             return AdmissionDecision(allowed=False, message=str(error))
-        refusal = _ownership_refusal(pod) or self._queue_refusal(parsed.queue)
+        refusal = (
+            _ownership_refusal(pod)
+            or self._queue_refusal(parsed.queue)
+            or self._namespace_refusal(parsed.queue, namespace, added)
+        )
         refusal = refusal or self._fit_refusal(_pod_name(pod), parsed)
         if refusal:
             return AdmissionDecision(allowed=False, message=refusal)
         added[keys.MANAGED_LABEL] = "true"
-        patch, wired = _gate_and_wire(pod, parsed.request.is_slice, added)
+        is_slice = parsed.request.is_slice
+        mps_root = self._sharing.mps_root if self._sharing.uses_mps else None
+        gates: tuple[str, ...] = (keys.SCHEDULING_GATE,)
+        if is_slice and self._reservations:
+            gates += (keys.RESERVATION_GATE,)
+        patch, wired = _gate_and_wire(pod, is_slice, added, mps_root, gates)
         return AdmissionDecision(allowed=True, patch=patch, warnings=tuple(warnings + wired))
 
     def _default_queue(self, pod: str, namespace: str) -> tuple[str, str]:
@@ -219,6 +274,20 @@ class KubeWebhooks:
             )
         return ""
 
+    def _namespace_refusal(self, queue: str, namespace: str, added: Mapping[str, str]) -> str:
+        """Why a pod of `namespace` may not use `queue` (its `spec.namespaces`), or "".
+
+        A namespace's default queue (`added`) is its own by definition.
+        """
+        allowed = self._allowed_namespaces(queue)
+        if allowed is None or namespace in allowed or keys.QUEUE_LABEL in added:
+            return ""
+        return (
+            f"queue {queue!r} takes pods of namespace(s) {some_names(allowed)} only (its "
+            f"spec.namespaces, or its parents'), not of {namespace!r}; use a queue of your "
+            "team (kubectl get queues), or ask its owners to add your namespace"
+        )
+
     def _fit_refusal(self, pod: str, parsed: PodRequest) -> str:
         # The cached nodes lag the API server by a watch event and a cycle; a node that joined
         # a moment ago must not be missed, so a refusal is confirmed on a fresh read.
@@ -240,8 +309,14 @@ class KubeWebhooks:
         """
         queues = dict(self._queues())
         if request.get("operation") == "DELETE":
-            old: JsonObject = request.get("oldObject") or {}
-            name = (old.get("metadata") or {}).get("name") or request.get("name", "")
+            old = request.get("oldObject") or {}
+            name = request.get("name", "")
+            if not queue_shape_problem(old):
+                name = (old.get("metadata") or {}).get("name") or name
+            if not isinstance(name, str) or not name:
+                return AdmissionDecision(
+                    allowed=False, code=400, message="the request names no queue"
+                )
             return self._deletion(name, queues, old)
         obj: JsonObject = request.get("object") or {}
         try:
@@ -359,19 +434,26 @@ def _ownership_refusal(pod: JsonObject) -> str:
 
 
 def _gate_and_wire(
-    pod: JsonObject, is_slice: bool, labels: Mapping[str, str]
+    pod: JsonObject,
+    is_slice: bool,
+    labels: Mapping[str, str],
+    mps_root: str | None = None,
+    gates: tuple[str, ...] = (keys.SCHEDULING_GATE,),
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The patch that gates the pod, sets `labels` and wires each container's env; warnings."""
+    """The patch that adds `gates`, sets `labels` and wires each container's env; warnings.
+
+    A slice, where some pool uses MPS (`mps_root` given), also mounts its GPU's MPS daemon.
+    """
     metadata: JsonObject = pod.get("metadata") or {}
     spec: JsonObject = pod.get("spec") or {}
     patch: list[dict[str, Any]] = []
     warnings: list[str] = []
-    gates = spec.get("schedulingGates")
-    gate = {"name": keys.SCHEDULING_GATE}
-    if gates is None:
-        patch.append({"op": "add", "path": "/spec/schedulingGates", "value": [gate]})
-    elif gate not in gates:
-        patch.append({"op": "add", "path": "/spec/schedulingGates/-", "value": gate})
+    present = spec.get("schedulingGates")
+    missing = [{"name": g} for g in gates if {"name": g} not in (present or ())]
+    if present is None:
+        patch.append({"op": "add", "path": "/spec/schedulingGates", "value": missing})
+    else:
+        patch += [{"op": "add", "path": "/spec/schedulingGates/-", "value": g} for g in missing]
     if metadata.get("labels") is None:
         patch.append({"op": "add", "path": "/metadata/labels", "value": dict(labels)})
     else:
@@ -380,10 +462,20 @@ def _gate_and_wire(
             for key, value in labels.items()
         ]
     argo = _ARGO_WORKFLOW_LABEL in (metadata.get("labels") or {})
+    mps = is_slice and mps_root is not None
+    if mps:
+        assert mps_root is not None
+        patch += _mps_volumes_patch(spec, mps_root, warnings)
     for index, container in enumerate(spec.get("containers") or ()):
         # Argo's executor sidecar is not the step: with a slice's NVIDIA_VISIBLE_DEVICES it
         # would get the GPU too. It loses user-set copies like every container, and gets none.
-        ours = [] if argo and container.get("name") == _ARGO_EXECUTOR else injected_env(is_slice)
+        executor = argo and container.get("name") == _ARGO_EXECUTOR
+        ours = [] if executor else injected_env(is_slice)
+        if mps and not executor:
+            ours.append(
+                {"name": "CUDA_MPS_PIPE_DIRECTORY", "value": keys.MPS_CLIENT_PIPE_DIRECTORY}
+            )
+            patch += _mps_mounts_patch(index, container, warnings)
         env = container.get("env") or []
         removed = sorted(e["name"] for e in env if e.get("name") in _OWNED_ENV and e not in ours)
         if removed:
@@ -397,6 +489,44 @@ def _gate_and_wire(
                 {"op": "add", "path": f"/spec/containers/{index}/env", "value": kept + ours}
             )
     return patch, warnings
+
+
+def _mps_volumes_patch(
+    spec: JsonObject, mps_root: str, warnings: list[str]
+) -> list[dict[str, Any]]:
+    """Add the MPS volumes to the pod, replacing any of the same names (with a warning)."""
+    ours = {volume["name"] for volume in mps_volumes(mps_root)}
+    volumes = spec.get("volumes") or []
+    taken = sorted(v.get("name") for v in volumes if v.get("name") in ours)
+    if taken:
+        warnings.append(
+            f"volumes {', '.join(taken)} replaced: the scheduler mounts a slice's MPS daemon"
+        )
+    kept = [v for v in volumes if v.get("name") not in ours]
+    return [{"op": "add", "path": "/spec/volumes", "value": kept + mps_volumes(mps_root)}]
+
+
+def _mps_mounts_patch(
+    index: int, container: JsonObject, warnings: list[str]
+) -> list[dict[str, Any]]:
+    """Mount the MPS pipe and shared memory in one container, replacing a mount of either path."""
+    paths = {keys.MPS_CLIENT_PIPE_DIRECTORY, keys.MPS_CLIENT_SHM}
+    names = {_MPS_VOLUME, _MPS_SHM_VOLUME}
+    mounts = container.get("volumeMounts") or []
+    replaced = sorted(m.get("mountPath", "") for m in mounts if m.get("mountPath") in paths)
+    if replaced:
+        warnings.append(
+            f"container {container.get('name')}: mount of {', '.join(replaced)} replaced; "
+            "a slice under MPS shares its GPU daemon's /dev/shm"
+        )
+    kept = [m for m in mounts if m.get("mountPath") not in paths and m.get("name") not in names]
+    return [
+        {
+            "op": "add",
+            "path": f"/spec/containers/{index}/volumeMounts",
+            "value": kept + mps_mounts(),
+        }
+    ]
 
 
 def _pod_name(pod: JsonObject) -> str:

@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from scheduler_service import pod_contract as keys
 from scheduler_service.api import ClusterStatus
 from scheduler_service.core import Node, Plan, Queue, Snapshot
+from scheduler_service.kube._accountant import Accountant
 from scheduler_service.kube._admission import KubeWebhooks, QueueUnreadableError
 from scheduler_service.kube._ledger import (
     Intents,
@@ -39,6 +40,7 @@ from scheduler_service.kube._ledger import (
     stop_patch,
 )
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
+from scheduler_service.kube._reservations import ReservationIntents, Reservations, SliceFinish
 from scheduler_service.kube._settings import ServiceSettings
 from scheduler_service.translate import (
     NodeError,
@@ -51,6 +53,11 @@ from scheduler_service.translate import (
 __all__ = ["ClusterDriver", "DriverMetrics"]
 
 _log = logging.getLogger(__name__)
+
+WATCH_LOSS_SECONDS = 30.0
+"""How long a watch may fail before the replica reports itself not ready."""
+FAILED_CYCLES = 3
+"""How many scheduling cycles may fail in a row before the replica reports itself not ready."""
 
 _R = TypeVar("_R")
 _MERGE = "application/merge-patch+json"
@@ -98,8 +105,12 @@ class ClusterDriver:
         is_leader: Callable[[], bool] = lambda: True,
         metrics: DriverMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        namespace: str = "default",
+        accountant: Accountant | None = None,
     ) -> None:
         self._settings = settings
+        self._accountant = accountant
+        """Told every pod and cycle; it records the leader's on a thread of its own."""
         self._core = CoreV1Api(api_client)
         self._custom = CustomObjectsApi(api_client)
         self._is_leader = is_leader
@@ -110,13 +121,35 @@ class ClusterDriver:
             policy=settings.policy.to_policy(),
             eviction_grace_seconds=settings.eviction_grace_seconds,
             gang_assembly_timeout_seconds=settings.gang_assembly_timeout_seconds,
+            gpu_sharing=settings.gpu_sharing.to_sharing(),
+            gpu_reservations=settings.gpu_reservations.enabled,
+        )
+        reserving = settings.gpu_reservations
+        self._reservations = (
+            Reservations(
+                namespace=namespace,
+                image=reserving.image,
+                service_account=reserving.service_account,
+                sharing=settings.gpu_sharing.to_sharing(),
+                linger_seconds=reserving.linger_seconds,
+            )
+            if reserving.enabled
+            else None
         )
         self._events: queue.Queue[Watched | Relisted] = queue.Queue()
-        self._known: dict[str, dict[str, Any]] = {"pods": {}, "nodes": {}, "queues": {}}
+        self._known: dict[str, dict[str, Any]] = {
+            "pods": {},
+            "nodes": {},
+            "queues": {},
+            "reservations": {},
+            "unmanaged": {},
+        }
         self._listed: set[str] = set()
         self._gang_services: set[str] = set()
         """Namespaces where the gang Service is known to exist (touched by the loop only)."""
         self._lock = threading.Lock()
+        self._failed_cycles = 0
+        self._cycle_error = ""
         self._status = ClusterStatus(snapshot=Snapshot(), plan=Plan())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -128,6 +161,16 @@ class ClusterDriver:
                 self._events,
                 label_selector=f"{keys.MANAGED_LABEL}=true",
             ),
+            Reflector(
+                "unmanaged",
+                self._core.list_pod_for_all_namespaces,
+                self._events,
+                # Bound pods the scheduler does not manage (its reservation pods are its own);
+                # a pod that ends leaves the selection, which the watch says as a deletion.
+                label_selector=f"!{keys.MANAGED_LABEL},!{keys.RESERVATION_LABEL}",
+                field_selector="spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed",
+                transform=_gpu_holding,
+            ),
             Reflector("nodes", self._core.list_node, self._events),
             Reflector(
                 "queues",
@@ -137,6 +180,15 @@ class ClusterDriver:
                 self._events,
             ),
         ]
+        if self._reservations is not None:
+            self._reflectors.append(
+                Reflector(
+                    "reservations",
+                    lambda **kw: self._core.list_namespaced_pod(namespace, **kw),
+                    self._events,
+                    label_selector=f"{keys.RESERVATION_LABEL}=true",
+                )
+            )
         self.webhooks = KubeWebhooks(
             self._queues,
             self._workloads_in,
@@ -144,6 +196,10 @@ class ClusterDriver:
             nodes=self._gpu_nodes,
             read_nodes=self._read_gpu_nodes,
             default_queues=self._default_queues,
+            gpu_sharing=settings.gpu_sharing.to_sharing(),
+            reservations=reserving.enabled,
+            service_namespace=namespace,
+            allowed_namespaces=self._allowed_namespaces,
         )
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -162,9 +218,37 @@ class ClusterDriver:
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=True)
 
-    def ready(self) -> bool:
+    def listed(self) -> bool:
         """Whether every watched resource has been listed once (the view is complete)."""
         return len(self._listed) == len(self._reflectors)
+
+    def unready_reason(self) -> str:
+        """Why the service cannot schedule now, or "": what /readyz reports.
+
+        Not ready until the cluster is listed, while a watch has failed for longer than
+        `WATCH_LOSS_SECONDS` (its view goes stale), and after `FAILED_CYCLES` cycles in a row
+        failed (a bug or an object it cannot handle; the log has the traceback).
+        """
+        if not self.listed():
+            return "the cluster's pods, nodes and queues are not all listed yet"
+        now = time.monotonic()
+        lost = sorted(
+            r.resource
+            for r in self._reflectors
+            if r.failing_since is not None and now - r.failing_since > WATCH_LOSS_SECONDS
+        )
+        if lost:
+            return (
+                f"the watch of {', '.join(lost)} has failed for over {WATCH_LOSS_SECONDS:g} s: "
+                "the API server does not answer this replica"
+            )
+        if self._failed_cycles >= FAILED_CYCLES:
+            return f"the last {self._failed_cycles} scheduling cycles failed: {self._cycle_error}"
+        return ""
+
+    def ready(self) -> bool:
+        """Whether the service can schedule now (`unready_reason` is empty)."""
+        return not self.unready_reason()
 
     def status(self) -> ClusterStatus:
         """The state after the last cycle (replaced as a whole; safe from any thread)."""
@@ -191,14 +275,18 @@ class ClusterDriver:
         while not self._stop.is_set():
             changed = self._drain(timeout=self._settings.cycle_interval_seconds)
             now = self._clock()
-            if not self.ready():
+            if not self.listed():
                 continue
             if not changed and now - last_cycle < self._settings.cycle_interval_seconds:
                 continue
             try:
                 self._cycle(now)
-            except Exception:  # a bug must not stop the scheduler: log it, retry next cycle
+            except Exception as error:  # a bug must not stop the scheduler: log, retry, report
                 _log.exception("scheduling cycle failed")
+                self._failed_cycles += 1
+                self._cycle_error = f"{type(error).__name__}: {error}"[:300]
+            else:
+                self._failed_cycles = 0
             last_cycle = now
 
     def _drain(self, timeout: float) -> bool:
@@ -240,6 +328,15 @@ class ClusterDriver:
         }
         if resource == "pods":
             self._ledger.pod_changed(obj)
+            if self._reservations is not None:
+                self._reservations.slice_changed(obj)
+            if self._accountant is not None:
+                self._accountant.pod_changed(obj)
+        elif resource == "reservations":
+            assert self._reservations is not None
+            self._reservations.reservation_changed(obj)
+        elif resource == "unmanaged":
+            self._ledger.unmanaged_pod_changed(obj)
         elif resource == "nodes":
             self._ledger.node_changed(obj)
         else:
@@ -249,6 +346,15 @@ class ClusterDriver:
         self._known[resource].pop(_key(obj), None)
         if resource == "pods":
             self._ledger.pod_deleted(obj)
+            if self._reservations is not None:
+                self._reservations.slice_deleted(obj)
+            if self._accountant is not None:
+                self._accountant.pod_deleted(obj)
+        elif resource == "reservations":
+            assert self._reservations is not None
+            self._reservations.reservation_deleted(obj)
+        elif resource == "unmanaged":
+            self._ledger.unmanaged_pod_deleted(obj)
         elif resource == "nodes":
             self._ledger.node_deleted(obj)
         else:
@@ -258,16 +364,22 @@ class ClusterDriver:
         started = time.perf_counter()
         leader = self._is_leader()
         with self._lock:
+            reserving = ReservationIntents()
             if leader:
                 intents = self._ledger.cycle(now)
+                if self._reservations is not None:
+                    reserving = self._reservations.intents(now, self._ledger.hostnames())
             else:
                 self._ledger.observe(now)
                 intents = Intents()
             status = self._ledger.status(cycle_at=now, leader=leader)
         self._status = status
         self._metrics.cycle_finished(time.perf_counter() - started, len(status.plan.pending))
+        if self._accountant is not None:  # a queue's append; the accountant's thread does the rest
+            self._accountant.observe(status, intents.evictions)
         if leader:
             self._carry_out(intents)
+            self._carry_out_reservations(reserving)
 
     # -- carrying out a plan ----------------------------------------------------------------------
 
@@ -298,6 +410,62 @@ class ClusterDriver:
             self._metrics.admitted(queue_name, pods)
         self._all(self._tell, intents.messages[: self._settings.messages_per_cycle])
         self._all(self._queue_status, intents.queue_statuses)
+
+    def _carry_out_reservations(self, intents: ReservationIntents) -> None:
+        """Carry out what `Reservations` decided.
+
+        Deletions first (a refused reservation is made again next cycle), then creations, then
+        the slices whose device is known, then the messages of those that wait.
+        """
+        self._all(self._delete_reservation, intents.delete)
+        self._all(self._create_reservation, intents.create)
+        self._all(self._finish_slice, intents.finish)
+        self._all(
+            self._tell,
+            [
+                PodMessage(namespace, name, why, uid)
+                for namespace, name, uid, why in intents.waiting
+            ],
+        )
+
+    def _create_reservation(self, manifest: Mapping[str, Any]) -> None:
+        metadata = manifest["metadata"]
+        try:
+            self._core.create_namespaced_pod(metadata["namespace"], cast(Any, manifest))
+        except ApiException as error:
+            if error.status != HTTPStatus.CONFLICT:  # made by a previous leader: fine
+                self._metrics.patch_failed("gpu-reservation")
+                _log.warning("GPU reservation %s not created: %s", metadata["name"], error.reason)
+
+    def _delete_reservation(self, name: str) -> None:
+        assert self._reservations is not None
+        try:
+            self._core.delete_namespaced_pod(name, self._reservations.namespace)
+        except ApiException as error:
+            if error.status != HTTPStatus.NOT_FOUND:
+                self._metrics.patch_failed("gpu-reservation")
+
+    def _finish_slice(self, finish: SliceFinish) -> None:
+        body = {
+            "metadata": {
+                "resourceVersion": finish.resource_version,
+                "annotations": dict(finish.annotations),
+            },
+            "spec": {"schedulingGates": [{"name": g} for g in finish.remaining_gates]},
+        }
+        try:
+            response: Any = self._core.patch_namespaced_pod(
+                finish.name,
+                finish.namespace,
+                body,
+                _content_type=_MERGE,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status not in {HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT}:
+                self._metrics.patch_failed("gpu-reservation")
+            return  # a conflict: the next cycle decides on the newer pod
+        self._feed(response)
 
     def _all(self, action: Callable[[Any], _R], items: Iterable[Any]) -> list[_R]:
         return [future.result() for future in [self._pool.submit(action, item) for item in items]]
@@ -500,6 +668,10 @@ class ClusterDriver:
         with self._lock:
             return self._ledger.queues()
 
+    def _allowed_namespaces(self, queue: str) -> tuple[str, ...] | None:
+        with self._lock:
+            return self._ledger.allowed_namespaces(queue)
+
     def _read_queue(self, name: str) -> Queue | None:
         """The Queue `name` as the API server has it now; None if there is none (or it is bad).
 
@@ -516,9 +688,12 @@ class ClusterDriver:
         except (OSError, urllib3.exceptions.HTTPError) as error:
             raise QueueUnreadableError(str(error)) from error
         try:
-            return queue_from_k8s(cast(dict[str, Any], obj))
+            queue = queue_from_k8s(cast(dict[str, Any], obj))
         except QueueError:
             return None  # the queue webhook and the CRD refuse such queues; as if absent
+        with self._lock:  # its namespaces too, before its watch event brings them
+            self._ledger.queue_changed(cast(dict[str, Any], obj))
+        return queue
 
     def _workloads_in(self, queue_name: str) -> int:
         with self._lock:
@@ -531,7 +706,7 @@ class ClusterDriver:
         pods that fit a node not listed yet. A cycle runs only on a complete view, and before
         the first one the snapshot is empty, so this never reports a partial list.
         """
-        if not self.ready():
+        if not self.listed():
             return ()
         return self._status.snapshot.nodes
 
@@ -542,7 +717,7 @@ class ClusterDriver:
         Empty when the view is incomplete or the API server does not answer: a refusal is
         never made on a list that may lack nodes.
         """
-        if not self.ready():
+        if not self.listed():
             return []
         try:
             response: Any = self._core.list_node(_request_timeout=5, _preload_content=False)
@@ -585,6 +760,39 @@ class ClusterDriver:
             if namespaces:
                 found[obj["metadata"]["name"]] = namespaces
         return found
+
+
+def _gpu_holding(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger needs of an unmanaged pod, and no more.
+
+    Its identity, node, phase and its containers' GPU amounts: every pod bound anywhere is
+    watched, so little of each is kept.
+    """
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+
+    def gpus_only(container: dict[str, Any]) -> dict[str, Any]:
+        resources = container.get("resources") or {}
+        kept = {
+            part: {keys.GPU_RESOURCE: amounts[keys.GPU_RESOURCE]}
+            for part in ("limits", "requests")
+            if keys.GPU_RESOURCE in (amounts := resources.get(part) or {})
+        }
+        return {
+            "name": container.get("name"),
+            "resources": kept,
+            **({"restartPolicy": p} if (p := container.get("restartPolicy")) else {}),
+        }
+
+    return {
+        "metadata": {k: metadata[k] for k in ("uid", "name", "namespace") if k in metadata},
+        "spec": {
+            "nodeName": spec.get("nodeName"),
+            "containers": [gpus_only(c) for c in spec.get("containers") or ()],
+            "initContainers": [gpus_only(c) for c in spec.get("initContainers") or ()],
+        },
+        "status": {"phase": (pod.get("status") or {}).get("phase")},
+    }
 
 
 def _gang_service_object(namespace: str) -> dict[str, Any]:

@@ -56,23 +56,29 @@ from scheduler_service.core import (
     queue_place,
     waiting_summary,
 )
+from scheduler_service.gpu_sharing import GpuSharing
 from scheduler_service.translate import (
     NodeError,
     PodRequest,
     PodRequestError,
     QueueError,
     allocation_annotations,
+    held_gpus,
     node_from_k8s,
     parse_pod_request,
     pod_allocation,
     queue_from_k8s,
+    queue_namespaces,
     runtime_gpu_ids,
+    some_names,
 )
 
 __all__ = [
     "DEADLINE_EXCEEDED",
+    "GANG_FULL",
     "GANG_INCOMPLETE",
     "GANG_MEMBER_LOST",
+    "GATE_REMOVED",
     "Intents",
     "PodEviction",
     "PodLedger",
@@ -95,6 +101,12 @@ GANG_INCOMPLETE = "GangIncomplete"
 """Why the pods of a gang that stayed incomplete too long are stopped."""
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 """Why a waiting pod whose activeDeadlineSeconds passed is stopped (the kubelet's own word)."""
+GANG_FULL = "GangFull"
+"""Why a pod that joins a gang already placed with all its pods is stopped."""
+GATE_REMOVED = "GateRemoved"
+"""Why a managed pod that lost its scheduling gate without being admitted is stopped: it could
+run on GPUs the scheduler counts as free (the chart's pod policy refuses that edit; this holds
+where the policy is missing)."""
 
 _ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 """The label Argo puts on every pod of a workflow, naming it."""
@@ -402,6 +414,10 @@ class _Derived:
     stop: _Stop | None = None
     to_stop: tuple[_Pod, ...] = ()
     """The pods still to be stopped for `stop` (live, not being deleted, not stopped yet)."""
+    surplus: tuple[_Pod, ...] = ()
+    """Pods of a placed gang beyond its size: they can never join it, and are stopped with
+    `surplus_stop` while the gang runs on."""
+    surplus_stop: _Stop | None = None
 
 
 # -- the ledger -----------------------------------------------------------------------------------
@@ -423,9 +439,16 @@ class PodLedger:
         policy: Policy,
         eviction_grace_seconds: float = 30,
         gang_assembly_timeout_seconds: float = 600,
+        gpu_sharing: GpuSharing | None = None,
+        gpu_reservations: bool = False,
     ) -> None:
-        """A ledger with nothing seen yet; the settings are `ServiceSettings`' of the same name."""
+        """A ledger with nothing seen yet; the settings are `ServiceSettings`' of the same name.
+
+        With `gpu_reservations`, a released slice's device is left for `_reservations` to write.
+        """
         self._pool_label = pool_label
+        self._sharing = gpu_sharing or GpuSharing()
+        self._reservations = gpu_reservations
         self._grace = eviction_grace_seconds
         self._assembly_timeout = gang_assembly_timeout_seconds
         self._prefix = keys.EVICTION_MESSAGE_PREFIX
@@ -440,6 +463,11 @@ class PodLedger:
         self._wake: dict[str, float] = {}
         self._attention: set[str] = set()
         self._dirty: set[str] = set()
+        self._queue_namespaces: dict[str, tuple[str, ...] | None] = {}
+        self._unmanaged: dict[str, tuple[str, int]] = {}
+        """Unmanaged pods bound to a node and holding GPUs: uid -> (node, GPUs)."""
+        self.unmanaged_shortfall: dict[str, int] = {}
+        """Nodes whose unmanaged pods hold more GPUs than the books had free, by how many."""
         self._nodes: dict[str, Node] = {}
         self._known_nodes: dict[str, Node] = {}
         self.node_errors: dict[str, str] = {}
@@ -522,6 +550,13 @@ class PodLedger:
             how = "failed" if old.phase == "Failed" else "deleted"
             self._vanished.setdefault(key, {})[old.name] = how
 
+    def hostnames(self) -> dict[str, str]:
+        """Each known node's `kubernetes.io/hostname` label (its name where it has none)."""
+        return {
+            name: dict(node.labels).get("kubernetes.io/hostname", name)
+            for name, node in self._nodes.items()
+        }
+
     def node_changed(self, node: JsonObject) -> None:
         """A node was added or modified."""
         name = node["metadata"]["name"]
@@ -541,6 +576,39 @@ class PodLedger:
             self._known_nodes[name] = parsed
             self._nodes_dirty = True
 
+    def unmanaged_pod_changed(self, pod: JsonObject) -> None:
+        """A pod the scheduler does not manage, bound to a node: the GPUs it holds there.
+
+        Its GPUs are taken out of what the scheduler may give on that node (see
+        `_sync_nodes`), so that a GPU pod of an exempt namespace, or one created while the
+        webhook was away, never shares a GPU with the scheduler's work.
+        """
+        metadata: JsonObject = pod.get("metadata") or {}
+        uid = str(metadata.get("uid", ""))
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        phase = (pod.get("status") or {}).get("phase")
+        gpus = held_gpus(pod) if node and phase not in _TERMINAL else 0
+        held = (node, gpus) if gpus else None
+        if self._unmanaged.get(uid) != held:
+            if held is None:
+                self._unmanaged.pop(uid, None)
+            else:
+                self._unmanaged[uid] = held
+            self._nodes_dirty = True
+
+    def unmanaged_pod_deleted(self, pod: JsonObject) -> None:
+        """An unmanaged pod is gone (or no longer bound and live): its GPUs are free again."""
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        if self._unmanaged.pop(uid, None) is not None:
+            self._nodes_dirty = True
+
+    def unmanaged_gpus(self) -> dict[str, int]:
+        """GPUs held by unmanaged pods, per node."""
+        held: dict[str, int] = {}
+        for node, gpus in self._unmanaged.values():
+            held[node] = held.get(node, 0) + gpus
+        return held
+
     def node_deleted(self, node: JsonObject) -> None:
         """A node is gone; its workloads stay placed (on a not-ready node) until their pods go."""
         name = node["metadata"]["name"]
@@ -553,8 +621,10 @@ class PodLedger:
         name = obj["metadata"]["name"]
         try:
             queue = queue_from_k8s(obj)
+            self._queue_namespaces[name] = queue_namespaces(obj)
         except QueueError as error:
             self.queue_errors[name] = str(error)
+            self._queue_namespaces.pop(name, None)
             queue = None
         else:
             self.queue_errors.pop(name, None)
@@ -570,6 +640,7 @@ class PodLedger:
         """A Queue object is gone."""
         name = obj["metadata"]["name"]
         self.queue_errors.pop(name, None)
+        self._queue_namespaces.pop(name, None)
         self._queue_status.pop(name, None)
         if self._queues.pop(name, None) is not None:
             self._queues_dirty = True
@@ -580,9 +651,39 @@ class PodLedger:
         """The valid queues by name."""
         return dict(self._queues)
 
+    def allowed_namespaces(self, queue: str) -> tuple[str, ...] | None:
+        """The namespaces whose pods may use `queue`, or None: every namespace may.
+
+        Its own `spec.namespaces` within each of its ancestors'; None when neither it nor an
+        ancestor names any.
+        """
+        allowed: set[str] | None = None
+        seen: set[str] = set()
+        name: str | None = queue
+        while name is not None and name not in seen:
+            seen.add(name)
+            own = self._queue_namespaces.get(name)
+            if own is not None:
+                allowed = set(own) if allowed is None else allowed & set(own)
+            parent = self._queues.get(name)
+            name = parent.parent if parent is not None else None
+        return None if allowed is None else tuple(sorted(allowed))
+
     def workloads_in(self, queue: str) -> int:
-        """How many workloads (pending or placed) a queue holds."""
-        return sum(1 for w in self._reported.values() if w.queue == queue)
+        """How many workloads a queue holds: pending, placed, or still assembling (a gang).
+
+        Counted from the pods themselves, not from what the scheduler was told, so that a gang
+        still missing members, a workload with a bad request, or one a failed cycle did not
+        report, keeps its queue from being deleted under it.
+        """
+        return sum(
+            1
+            for uids in self._members.values()
+            if any(
+                (pod := self._pods.get(uid)) is not None and pod.live and pod.queue == queue
+                for uid in uids
+            )
+        )
 
     def workload_pods(self, name: str) -> WorkloadPods | None:
         """The pods of a workload, or None if there is no such workload."""
@@ -612,7 +713,7 @@ class PodLedger:
             self._wake.pop(key, None)
             derived = self._derive(key)
             self._derived[key] = derived
-            if derived.problem or derived.roll_forward or derived.to_stop:
+            if derived.problem or derived.roll_forward or derived.to_stop or derived.surplus:
                 self._attention.add(key)
             else:
                 self._attention.discard(key)
@@ -652,6 +753,8 @@ class PodLedger:
             derived = self._derived[key]
             if derived.stop is not None:
                 stops += self._pod_stops(key, derived.stop, derived.to_stop)
+            if derived.surplus_stop is not None:
+                stops += self._pod_stops(key, derived.surplus_stop, derived.surplus)
         return Intents(
             evictions=tuple(stops),
             releases=tuple(releases),
@@ -690,7 +793,7 @@ class PodLedger:
         if not holding:
             return _Derived(members=members)
         if all(p.allocation is None for p in holding):
-            overdue = self._overdue(key, live)
+            overdue = self._overdue(key, live) or self._ungated(key, live)
             if overdue is not None:
                 return overdue
         broken = next((p.error for p in holding if p.request is None), "")
@@ -764,6 +867,28 @@ class PodLedger:
         stop = _Stop(DEADLINE_EXCEEDED, self._prefix + text)
         return _Derived(members=waiting, stop=stop, to_stop=waiting)
 
+    def _ungated(self, key: str, live: tuple[_Pod, ...]) -> _Derived | None:
+        """`key`'s pods to be stopped because one lost its gate without being admitted, or None.
+
+        Only the service lifts the gate, together with writing the allocation; a pod without
+        either was ungated by someone else and may run on GPUs the books hold free. A gang
+        stops whole.
+        """
+        lifted = [p for p in live if not p.gated and not p.deleting]
+        if not lifted:
+            return None
+        everyone = tuple(p for p in live if not p.deleting)
+        text = (
+            f"the scheduling gate {keys.SCHEDULING_GATE} of pod {lifted[0].name} was removed "
+            "outside the scheduler, which would let it run on GPUs the scheduler counts as "
+            f"free; create it again to wait in queue {lifted[0].queue or '(none)'}"
+        )
+        if len(everyone) > 1:
+            text += f"; all {len(everyone)} pods of gang {key.partition('/')[2]} stop with it"
+        return _Derived(
+            members=everyone, stop=_Stop(GATE_REMOVED, self._prefix + text), to_stop=everyone
+        )
+
     def _assembling(self, key: str, request: PodRequest, waiting: tuple[_Pod, ...]) -> _Derived:
         """A gang with fewer pods than its size: it waits, and fails after the assembly timeout.
 
@@ -835,8 +960,27 @@ class PodLedger:
             )
         ours = tuple(p for p in holding if record is None or p.name in record)
         to_stop = tuple(p for p in ours if p.live and not p.deleting) if stop else ()
+        surplus = tuple(
+            p
+            for p in live
+            if record is not None and p.name not in record and not p.deleting and p.gated
+        )
+        surplus_stop = None
+        if surplus:
+            surplus_stop = _Stop(
+                GANG_FULL,
+                f"{self._prefix}gang {request.gang} already runs its {request.gang_size} pods "
+                f"({some_names(names)}); a pod beyond its {keys.GANG_SIZE_ANNOTATION} can never "
+                "join it: delete the pod, or give it a gang of its own",
+            )
         return _Derived(
-            workload=workload, members=ours, roll_forward=roll_forward, stop=stop, to_stop=to_stop
+            workload=workload,
+            members=ours,
+            roll_forward=roll_forward,
+            stop=stop,
+            to_stop=to_stop,
+            surplus=surplus,
+            surplus_stop=surplus_stop,
         )
 
     def _stop_of(
@@ -856,7 +1000,10 @@ class PodLedger:
         decided = self._evicting.get(key)
         if decided is not None:
             return decided
-        stopped = next((p for p in members if p.stopped), None)
+        # A pod stopped for being beyond the gang's size is not the gang's.
+        stopped = next(
+            (p for p in members if p.stopped and (record is None or p.name in record)), None
+        )
         if stopped is not None:
             return _Stop(stopped.stop_reason, stopped.stop_message)
         if record is None:
@@ -960,10 +1107,29 @@ class PodLedger:
                 if pod.node not in wanted:
                     wanted[pod.node] = self._stand_in(pod.node, workload.allocation or ())
         self._stand_ins = set(wanted) - set(self._nodes)
+        taken = {u for w in occupied for pod in w.allocation or () for u in pod.gpus}
+        self.unmanaged_shortfall = {}
+        for name, count in self.unmanaged_gpus().items():
+            node = wanted.get(name)
+            if node is not None:
+                wanted[name] = self._without_unmanaged(node, count, taken)
         current = {n.name: n for n in self._scheduler.snapshot().nodes}
         if wanted != current:
             self._scheduler.set_nodes(sorted(wanted.values(), key=lambda n: n.name))
         self._nodes_dirty = False
+
+    def _without_unmanaged(self, node: Node, count: int, taken: set[str]) -> Node:
+        """`node` less `count` of its free GPUs, the highest first: unmanaged pods hold them.
+
+        Which devices those pods hold is the device plugin's choice, and the books only need
+        the count. GPUs the scheduler's own work holds stay; where fewer are free than the
+        unmanaged pods hold, the node has more work than GPUs, said in `unmanaged_shortfall`.
+        """
+        free = [g for g in node.gpus if g.uuid not in taken]
+        dropped = {g.uuid for g in free[len(free) - min(count, len(free)) :]}
+        if count > len(free):
+            self.unmanaged_shortfall[node.name] = count - len(free)
+        return replace(node, gpus=tuple(g for g in node.gpus if g.uuid not in dropped))
 
     def _stand_in(self, name: str, allocation: Allocation) -> Node:
         known = self._known_nodes.get(name)
@@ -999,10 +1165,16 @@ class PodLedger:
         admitted_at: str,
         workload: str,
     ) -> PodRelease:
-        annotations = allocation_annotations(allocation, admitted_at)
+        node = self._nodes.get(allocation.node)
+        annotations = allocation_annotations(
+            allocation,
+            admitted_at,
+            sharing=self._sharing.mechanism(node.pool) if node is not None else "none",
+            uses_mps=self._sharing.uses_mps,
+            device="" if self._reservations else None,
+        )
         if record is not None:
             annotations[keys.GANG_ALLOCATION_ANNOTATION] = _gang_record_text(record)
-        node = self._nodes.get(allocation.node)
         labels = dict(node.labels) if node is not None else {}
         hostname = labels.get("kubernetes.io/hostname", allocation.node)
         return PodRelease(

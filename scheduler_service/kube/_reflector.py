@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,15 +61,26 @@ class Reflector:
         sink: queue.Queue[Watched | Relisted],
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         watch_timeout_seconds: int = 300,
     ) -> None:
+        """Watch `resource` through `list_call`, narrowed by the selectors.
+
+        `transform` keeps only what the receiver needs of each object (the watch of every
+        bound pod, for one, keeps a few fields of each, not its whole JSON).
+        """
         self.resource = resource
+        self._fields = field_selector
+        self._transform = transform
         self._list = list_call
         self._sink = sink
         self._selector = label_selector
         self._timeout = watch_timeout_seconds
         self._stop = threading.Event()
         self._response: Any = None
+        self.failing_since: float | None = None
+        """When listing or watching began to fail (monotonic seconds); None while it works."""
         self._thread = threading.Thread(target=self._run, name=f"watch-{resource}", daemon=True)
 
     def start(self) -> None:
@@ -96,6 +108,8 @@ class Reflector:
             except Exception as error:  # the API server went away, a proxy cut us off, ...
                 if self._stop.is_set():
                     return
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 _log.warning(
                     "watch of %s failed (%s); retrying in %.1fs", self.resource, error, backoff
                 )
@@ -103,12 +117,19 @@ class Reflector:
                 backoff = min(backoff * 2, 10.0)
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"label_selector": self._selector} if self._selector else {}
+        kwargs = {"label_selector": self._selector} if self._selector else {}
+        if self._fields:
+            kwargs["field_selector"] = self._fields
+        return kwargs
+
+    def _kept(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return obj if self._transform is None else self._transform(obj)
 
     def _relist(self) -> str:
         response = self._list(_preload_content=False, **self._kwargs())
+        self.failing_since = None
         body = json.loads(response.data)
-        items = tuple(body.get("items") or ())
+        items = tuple(self._kept(item) for item in body.get("items") or ())
         for item in items:
             item.get("metadata", {}).pop("managedFields", None)
         self._sink.put(Relisted(self.resource, items))
@@ -130,6 +151,7 @@ class Reflector:
                 raise _GoneError from error
             raise
         self._response = response
+        self.failing_since = None
         try:
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if self._stop.is_set():
@@ -148,7 +170,7 @@ class Reflector:
                 # Field ownership is half of a pod's JSON and nothing downstream reads it.
                 metadata.pop("managedFields", None)
                 if kind != "BOOKMARK":
-                    self._sink.put(Watched(self.resource, kind, obj))
+                    self._sink.put(Watched(self.resource, kind, self._kept(obj)))
         finally:
             self._response = None
             response.release_conn()

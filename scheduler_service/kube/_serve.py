@@ -8,9 +8,11 @@ metrics and probes for the kubelet and Prometheus.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +20,12 @@ import uvicorn
 from fastapi import FastAPI
 from kubernetes import config
 from kubernetes.client import ApiClient, Configuration
+from starlette.types import ASGIApp
 
-from scheduler_service.api import Metrics, create_app, create_probe_app
+from scheduler_service.accounting import AccountingStore
+from scheduler_service.api import Metrics, Services, create_app, create_probe_app
+from scheduler_service.dashboard import create_dashboard
+from scheduler_service.kube._accountant import Accountant
 from scheduler_service.kube._auth import KubeAuthorizer
 from scheduler_service.kube._driver import ClusterDriver
 from scheduler_service.kube._leader import LeaseElector
@@ -28,6 +34,8 @@ from scheduler_service.kube._settings import ServiceSettings
 __all__ = ["ServeOptions", "api_client", "serve"]
 
 _log = logging.getLogger(__name__)
+
+_GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +68,13 @@ def api_client(kubeconfig: Path | None, *, pool_size: int) -> ApiClient:
 def serve(settings: ServiceSettings, options: ServeOptions) -> None:
     """Run the service until interrupted (SIGINT/SIGTERM); gives the lease up on the way out."""
     client = api_client(options.kubeconfig, pool_size=settings.parallel_requests + 8)
+    namespace = os.environ.get("POD_NAMESPACE", "default")
     elector = None
     if settings.leader_election.enabled:
         election = settings.leader_election
         elector = LeaseElector(
             client,
-            namespace=os.environ.get("POD_NAMESPACE", "default"),
+            namespace=namespace,
             name=election.lease_name,
             identity=os.environ.get("POD_NAME") or socket.gethostname(),
             lease_duration_seconds=election.lease_duration_seconds,
@@ -74,11 +83,19 @@ def serve(settings: ServiceSettings, options: ServeOptions) -> None:
         )
     holder: list[ClusterDriver] = []
     metrics = Metrics(lambda: holder[0].status() if holder else None)
+    store = accountant = None
+    if settings.accounting.enabled:
+        # Connected lazily by its first user: a database that is down stops nothing here.
+        store = AccountingStore(settings.accounting.store_url())
+        accountant = Accountant(store, registry=metrics.registry)
+        _log.info("accounting records go to %s", store.where)
     driver = ClusterDriver(
         client,
         settings,
         is_leader=(lambda: elector.is_leader) if elector is not None else (lambda: True),
         metrics=metrics,
+        namespace=namespace,
+        accountant=accountant,
     )
     holder.append(driver)
     app = create_app(
@@ -88,17 +105,32 @@ def serve(settings: ServiceSettings, options: ServeOptions) -> None:
         webhooks=driver.webhooks,
         actions=driver,
         metrics=metrics,
+        dashboard=_dashboard(settings),
+        accounting=store,
     )
-    probes = create_probe_app(ready=driver.ready, metrics=metrics)
+    probes = create_probe_app(unready=driver.unready_reason, metrics=metrics)
     if elector is not None:
         elector.start()
+    if accountant is not None:
+        accountant.start()
     driver.start()
     try:
         asyncio.run(_serve_both(app, probes, options))
     finally:
         driver.stop()
+        if accountant is not None:
+            accountant.stop()  # after the driver: its last cycle's changes are written too
+        if store is not None:
+            store.close()
         if elector is not None:
             elector.stop()
+
+
+def _dashboard(settings: ServiceSettings) -> Callable[[Services], ASGIApp] | None:
+    """The web dashboard under /ui, on the API's services, unless the settings turn it off."""
+    if not settings.dashboard.enabled:
+        return None
+    return functools.partial(create_dashboard, settings.dashboard)
 
 
 async def _serve_both(app: FastAPI, probes: FastAPI, options: ServeOptions) -> None:
@@ -110,6 +142,9 @@ async def _serve_both(app: FastAPI, probes: FastAPI, options: ServeOptions) -> N
             ssl_certfile=str(options.tls_cert),
             ssl_keyfile=str(options.tls_key),
             log_level="warning",
+            # The dashboard's live pages hold event streams open for minutes: on shutdown, stop
+            # waiting for them after a few seconds (browsers reconnect to another replica).
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         )
     )
     plain = uvicorn.Server(

@@ -5,13 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scheduler_service import pod_contract as keys
+from scheduler_service.accounting import AccountingError, AccountingStore
 from scheduler_service.api import ApiSettings
 from scheduler_service.core import Policy
+from scheduler_service.dashboard import DashboardSettings
+from scheduler_service.gpu_sharing import DEFAULT_MPS_ROOT, GpuSharing, Mechanism
 
-__all__ = ["ServiceSettings", "SettingsError", "load_settings"]
+__all__ = [
+    "AccountingSettings",
+    "GpuReservationSettings",
+    "GpuSharingSettings",
+    "ServiceSettings",
+    "SettingsError",
+    "load_settings",
+    "with_accounting_url",
+]
 
 
 class SettingsError(ValueError):
@@ -60,6 +71,90 @@ class LeaderElectionSettings(_Strict):
         return self
 
 
+class GpuSharingSettings(_Strict):
+    """How slices are enforced on the nodes, per pool (docs/gpu-sharing.md)."""
+
+    default: Mechanism = Field(
+        "none", description="the mechanism of a pool not named in `pools`: mps, hami-core, none"
+    )
+    pools: dict[str, Mechanism] = Field(
+        default_factory=dict, max_length=1000, description="the mechanism of each named pool"
+    )
+    mps_root: str = Field(
+        DEFAULT_MPS_ROOT,
+        pattern=r"^/[^,\s]*$",
+        max_length=53,
+        description="where the node agents keep their MPS daemons (the agents' --mps-root); "
+        "at most 53 characters, because a daemon's socket path "
+        "(<root>/<uuid>/pipe/control) is at most 107 bytes",
+    )
+
+    def to_sharing(self) -> GpuSharing:
+        """The shared value the ledger and the webhook read."""
+        return GpuSharing(default=self.default, pools=dict(self.pools), mps_root=self.mps_root)
+
+
+class GpuReservationSettings(_Strict):
+    """Reservation pods that keep slices' GPUs from NVIDIA's device plugin (kube/_reservations)."""
+
+    enabled: bool = Field(
+        False,
+        description="on where whole GPUs come from NVIDIA's device plugin on nodes that also "
+        "host slices: each GPU hosting slices gets a pod that holds it in the plugin",
+    )
+    image: str = Field(
+        "", max_length=512, description="the image of the reservation pods (the service's own)"
+    )
+    service_account: str = Field(
+        "default",
+        min_length=1,
+        max_length=253,
+        description="the account a reservation pod patches itself with (its device)",
+    )
+    linger_seconds: float = Field(
+        30, ge=0, le=3600, description="how long a reservation no slice needs is kept"
+    )
+
+    @model_validator(mode="after")
+    def _has_image(self) -> GpuReservationSettings:
+        if self.enabled and not self.image:
+            raise ValueError("gpu_reservations.enabled needs gpu_reservations.image")
+        return self
+
+
+class AccountingSettings(_Strict):
+    """Where the service keeps its accounting records (docs/usage-report.md)."""
+
+    enabled: bool = Field(True, description="record workloads and serve usage reports")
+    url: str = Field(
+        "",
+        max_length=2048,
+        description="sqlite:///<absolute path> or postgresql://<user>@<host>/<database>; empty: "
+        "the SQLite file accounting.db in data_dir. `aistack serve --accounting-url` and "
+        "$AISTACK_ACCOUNTING_URL override it (keep a password out of the config file)",
+    )
+    data_dir: str = Field(
+        "/var/lib/aistack",
+        pattern=r"^/",
+        max_length=1024,
+        description="the directory of the default SQLite file (the chart mounts a volume there)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if url:
+            try:
+                AccountingStore(url)
+            except AccountingError as error:
+                raise ValueError(str(error)) from None
+        return url
+
+    def store_url(self) -> str:
+        """The store's URL: `url`, or the default SQLite file in `data_dir`."""
+        return self.url or f"sqlite:///{self.data_dir.rstrip('/').lstrip('/')}/accounting.db"
+
+
 class ServiceSettings(_Strict):
     """Everything the service reads from its config file; every field has a sensible default."""
 
@@ -80,8 +175,12 @@ class ServiceSettings(_Strict):
         "before its pods are failed",
     )
     policy: PolicySettings = PolicySettings()
+    gpu_sharing: GpuSharingSettings = GpuSharingSettings()
+    gpu_reservations: GpuReservationSettings = GpuReservationSettings()
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     api: ApiSettings = ApiSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    accounting: AccountingSettings = AccountingSettings()
     parallel_requests: int = Field(
         32, ge=1, le=256, description="API requests in flight when carrying out a plan"
     )
@@ -110,3 +209,18 @@ def load_settings(path: Path | None) -> ServiceSettings:
             for e in error.errors()
         )
         raise SettingsError(f"settings file {path}: {problems}") from error
+
+
+def with_accounting_url(settings: ServiceSettings, url: str) -> ServiceSettings:
+    """`settings` with the accounting store at `url` (the command line's override).
+
+    Raises `SettingsError` for a URL that names neither SQLite nor PostgreSQL.
+    """
+    try:
+        accounting = AccountingSettings.model_validate(
+            {**settings.accounting.model_dump(), "url": url}
+        )
+    except ValidationError as error:
+        problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"--accounting-url: {problem}") from error
+    return settings.model_copy(update={"accounting": accounting})

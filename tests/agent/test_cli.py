@@ -33,6 +33,17 @@ def test_the_defaults_are_the_daemonsets(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (args.kubeconfig, args.proc_root, args.metrics_host) == (None, Path("/proc"), "0.0.0.0")
 
 
+def test_gpu_sharing_is_read_per_pool_as_the_service_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["--node", "n", "--gpu-sharing", "hami-core", "--gpu-sharing-pool", "H100=mps"]
+    args = _parsed(monkeypatch, [*argv, "--gpu-sharing-pool", "A100=none"])
+
+    assert args.gpu_sharing == "hami-core"
+    assert args.gpu_sharing_pool == [("H100", "mps"), ("A100", "none")]
+    assert args.mps_root == Path("/run/aistack/mps")
+
+
 def test_node_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NODE_NAME", "gpu-7")
 
@@ -67,6 +78,8 @@ def test_a_missing_kubeconfig_is_a_usage_error(
         ("--interval-seconds", "soon", "give a number of seconds above 0"),
         ("--metrics-port", "70000", "give a port from 1 to 65535, or 0 for none"),
         ("--metrics-port", "-1", "give a port from 1 to 65535, or 0 for none"),
+        ("--gpu-sharing-pool", "H100", "give POOL=MECHANISM with a mechanism of mps"),
+        ("--gpu-sharing-pool", "H100=mig", "give POOL=MECHANISM with a mechanism of mps"),
     ],
 )
 def test_bad_numbers_are_refused_with_an_example(

@@ -7,24 +7,23 @@ the environment it saw, so the tests assert what was sent for which GPU.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from kubernetes.client import CoreV1Api
+from prometheus_client import CollectorRegistry, generate_latest
 
-from scheduler_service.agent._mps import (
+from scheduler_service import pod_contract as keys
+from scheduler_service.agent import AgentCollector, MpsKeeper, NodeAgent
+from scheduler_service.gpu_discovery import discover, simulated
+from scheduler_service.gpu_sharing import (
     PID_FILE,
+    GpuSharing,
     MpsDaemon,
     MpsDaemons,
     MpsError,
@@ -32,103 +31,19 @@ from scheduler_service.agent._mps import (
     daemon_defaults,
     hami_core_environment,
 )
+from tests.agent.fake_kube import FakeCoreApi, gpu_node_object, pod_object
+from tests.gpus.fake_nvml import FakeNvml
+from tests.mps_fake import FakeMps, alive, fake_mps, wait_gone
 
-FAKE = Path(__file__).with_name("fake_mps_control.py")
 # Real-looking uuids: 40 bytes, as NVML writes them, so socket paths are as long as on a node.
 GPU_A = "GPU-0c5f7a9e-1111-2222-3333-444455556666"
 GPU_B = "GPU-7d3e2b10-aaaa-bbbb-cccc-ddddeeeeffff"
 
 
-@dataclass
-class FakeMps:
-    """The fake binary on PATH, a short MPS root, and what the fake recorded."""
-
-    root: Path
-    bin: Path
-    record: Path
-    environ: dict[str, str]
-
-    def daemons(self, **options: Any) -> MpsDaemons:
-        return MpsDaemons(self.root, environ=self.environ, **options)
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        return [json.loads(line) for line in self.record.read_text().splitlines()]
-
-    def commands(self, uuid: str) -> list[str]:
-        """The commands sent for one GPU, in order (`-d` included), as the fake saw them."""
-        return [
-            entry["command"]
-            for entry in self.records()
-            if "command" in entry and entry["env"].get("CUDA_VISIBLE_DEVICES") == uuid
-        ]
-
-    def control(self, uuid: str, command: str) -> subprocess.CompletedProcess[str]:
-        """`echo COMMAND | nvidia-cuda-mps-control` for the GPU, as a person at the node would."""
-        return subprocess.run(
-            ["nvidia-cuda-mps-control"],
-            input=f"{command}\n",
-            env={
-                **self.environ,
-                "CUDA_VISIBLE_DEVICES": uuid,
-                "CUDA_MPS_PIPE_DIRECTORY": str(self.root / uuid / "pipe"),
-                "CUDA_MPS_LOG_DIRECTORY": str(self.root / uuid / "log"),
-            },
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in "ZX"
-
-
-def wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still runs"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def fake(tmp_path: Path) -> Iterator[FakeMps]:
-    # Not under tmp_path: a Unix socket path holds at most 107 bytes, and pytest's directories
-    # plus a 40-byte uuid would pass that, as a long root does on a node.
-    root = Path(tempfile.mkdtemp(prefix="mps-", dir="/tmp"))
-    bin_directory = tmp_path / "bin"
-    bin_directory.mkdir()
-    (bin_directory / "nvidia-cuda-mps-control").symlink_to(FAKE)
-    # The fake's `#!/usr/bin/env python3` finds this interpreter first, without site-packages
-    # (the fake needs only the standard library): a version manager's shim and the site import
-    # would add a tenth of a second to each of the tests' many commands.
-    interpreter = bin_directory / "python3"
-    interpreter.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
-    interpreter.chmod(0o755)
-    record = tmp_path / "commands.jsonl"
-    environ = {
-        "PATH": f"{bin_directory}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-        "FAKE_MPS_RECORD": str(record),
-        "FAKE_MPS_LIFETIME_SECONDS": "60",
-    }
-    fake = FakeMps(root=root, bin=bin_directory, record=record, environ=environ)
-    try:
-        yield fake
-    finally:
-        # Whatever a test left running: every daemon the fake started, by the pid it recorded.
-        for entry in fake.records():
-            pid = entry.get("daemon")
-            if isinstance(pid, int) and alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                wait_gone(pid)
-        shutil.rmtree(root, ignore_errors=True)
+    with fake_mps(tmp_path) as made:
+        yield made
 
 
 def pid_of(daemon: MpsDaemon) -> int:
@@ -401,3 +316,104 @@ def test_reprs_read_well(fake: FakeMps) -> None:
         f"MpsDaemon(uuid='{GPU_A}', pid=42, defaults=Share(memory_mib=4096, "
         "compute_percent=30), action='kept', servers=())"
     )
+
+
+# -- the agent's loop: a daemon per GPU of an MPS node -------------------------------------------
+
+
+def mps_slice_pod(name: str, gpu: str, memory_mib: int, compute: int, phase: str) -> dict[str, Any]:
+    """A slice pod on node gpu-1 as the service leaves it under MPS."""
+    pod = pod_object("team", name, f"uid-{name}", "gpu-1")
+    pod["metadata"]["annotations"] = {
+        keys.GPU_SHARING_ANNOTATION: "mps",
+        keys.MPS_GPU_ANNOTATION: gpu,
+        keys.MEMORY_LIMIT_ANNOTATION: f"0={memory_mib}M",
+        keys.COMPUTE_LIMIT_ANNOTATION: str(compute),
+    }
+    pod["status"] = {"phase": phase}
+    return pod
+
+
+def test_the_agent_keeps_a_daemon_on_every_gpu_outside_mig_with_its_largest_slice(
+    fake: FakeMps,
+) -> None:
+    nvml = FakeNvml.a100_hgx4_mig()  # MIG on GPUs 0 and 1: MPS slices only on 2 and 3
+    gpus = [gpu.uuid for gpu in discover(nvml).gpus]
+    api = FakeCoreApi(
+        nodes={"gpu-1": gpu_node_object("gpu-1")},
+        pods=[
+            mps_slice_pod("small", gpus[2], 4096, 20, "Running"),
+            mps_slice_pod("large", gpus[2], 16384, 50, "Pending"),
+            mps_slice_pod("done", gpus[2], 40000, 90, "Succeeded"),
+            pod_object("team", "unmanaged", "uid-u", "gpu-1"),
+        ],
+    )
+    sharing = GpuSharing(default="hami-core", pools={"NVIDIA-A100-SXM4-80GB": "mps"})
+    keeper = MpsKeeper(fake.daemons(), sharing)
+    agent = NodeAgent("gpu-1", cast(CoreV1Api, api), nvml=nvml, mps=keeper)
+
+    agent.sync()
+
+    assert [(d.uuid, d.action, d.defaults) for d in keeper.last] == sorted(
+        [
+            (gpus[2], "started", Share(16384, 50)),  # the largest live slice, not the ended one
+            (gpus[3], "started", Share(81920, 100)),  # no slice yet: the whole GPU
+        ]
+    )
+    assert keeper.failures == {}
+    metrics = generate_latest(_registry(agent)).decode()
+    assert 'aistack_agent_mps_daemons{node="gpu-1"} 2.0' in metrics
+    assert 'aistack_agent_mps_failing_gpus{node="gpu-1"} 0.0' in metrics
+
+    # The large slice ends: its GPU's defaults fall back to the small one's.
+    api.pods[1]["status"]["phase"] = "Failed"
+    agent.sync()
+    assert {d.uuid: (d.action, d.defaults) for d in keeper.last}[gpus[2]] == (
+        "updated",
+        Share(4096, 20),
+    )
+    # The small slice ends too, but the pods cannot be listed: the defaults stay as they were.
+    api.pods[0]["status"]["phase"] = "Succeeded"
+    keeper.pass_(discover(nvml), None, api.nodes["gpu-1"]["metadata"]["labels"])
+    assert {d.uuid: (d.action, d.defaults) for d in keeper.last}[gpus[2]] == (
+        "kept",
+        Share(4096, 20),
+    )
+
+
+def test_an_agent_without_the_control_binary_says_slices_are_not_capped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemons = MpsDaemons(tmp_path / "mps", environ={"PATH": str(tmp_path / "empty")})
+    keeper = MpsKeeper(daemons, GpuSharing(default="mps"))
+    keeper.pass_(discover(FakeNvml.a100_pcie()), [], {})
+    assert len(keeper.failures) == 4
+    assert all("control binary" in why for why in keeper.failures.values())
+    assert "slices on this node are not capped" in caplog.text
+
+
+def test_simulated_and_incomplete_machines_change_no_daemon(fake: FakeMps) -> None:
+    keeper = MpsKeeper(fake.daemons(), GpuSharing(default="mps"))
+    keeper.pass_(simulated("2xH100-80GB"), [], {})
+    assert keeper.last == ()
+    assert fake.records() == []
+
+
+def _registry(agent: NodeAgent) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(agent))
+    return registry
+
+
+def test_a_node_whose_pool_leaves_mps_has_its_daemons_stopped(fake: FakeMps) -> None:
+    nvml = FakeNvml.a100_pcie()
+    keeper = MpsKeeper(fake.daemons(), GpuSharing(pools={"a100": "mps"}))
+    keeper.pass_(discover(nvml), [], {keys.POOL_LABEL: "a100"})
+    started = keeper.last
+    assert len(started) == 4
+
+    keeper.pass_(discover(nvml), [], {keys.POOL_LABEL: "a100-shared"})  # relabelled
+
+    assert len(keeper.last) == 0
+    assert not any(fake.root.glob("*/pipe"))
+    assert not any(alive(pid_of(daemon)) for daemon in started)

@@ -107,7 +107,7 @@ def test_each_metrics_has_its_own_registry(cluster_status: ClusterStatus) -> Non
 
 
 def test_probe_app_serves_metrics_in_the_prometheus_text_format(metrics: Metrics) -> None:
-    client = TestClient(create_probe_app(ready=lambda: True, metrics=metrics))
+    client = TestClient(create_probe_app(unready=str, metrics=metrics))
 
     response = client.get("/metrics")
 
@@ -117,14 +117,16 @@ def test_probe_app_serves_metrics_in_the_prometheus_text_format(metrics: Metrics
 
 
 def test_probes_say_alive_and_ready(metrics: Metrics) -> None:
-    ready = [False]
-    client = TestClient(create_probe_app(ready=lambda: ready[0], metrics=metrics))
+    why = ["the watch of pods has failed for over 30 s"]
+    client = TestClient(create_probe_app(unready=lambda: why[0], metrics=metrics))
 
     assert client.get("/healthz").json() == {"status": "ok"}
     not_ready = client.get("/readyz")
     assert not_ready.status_code == 503
-    assert not_ready.json()["error"]["message"].startswith("not ready: the scheduler has not")
-    ready[0] = True
+    assert not_ready.json()["error"]["message"].startswith(
+        "not ready: the watch of pods has failed for over 30 s; wait"
+    )
+    why[0] = ""
     assert client.get("/readyz").status_code == 200
     assert client.get("/openapi.json").status_code == 404
 

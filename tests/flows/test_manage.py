@@ -29,6 +29,7 @@ from aistack_flows._retry import FREE_RETRY
 from scheduler_service import pod_contract as contract
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+HERA_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("airflow_"))
 
 Json = dict[str, Any]
 
@@ -438,7 +439,7 @@ def test_every_hera_workflow_kind_is_managed() -> None:
     assert template(w.to_dict(), "t")["metadata"]["labels"][contract.QUEUE_LABEL] == "q"
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("example", HERA_EXAMPLES, ids=lambda p: p.stem)
 def test_managing_is_idempotent_on_every_example(example: Path) -> None:
     for pipeline in af.load_pipelines(example):
         built = pipeline.to_dict()

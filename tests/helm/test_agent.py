@@ -126,7 +126,7 @@ def test_values_reach_the_daemonset() -> None:
 
     pod = _pod(manifests)
     container = _container(manifests)
-    assert container["command"] == [
+    assert container["command"][:6] == [
         "aistack",
         "agent",
         "--interval-seconds",
@@ -247,3 +247,52 @@ def test_an_agent_service_account_that_is_not_created_needs_a_name() -> None:
     error = render_error(set_json=['agent.serviceAccount={"create": false, "name": ""}'])
 
     assert "agent.serviceAccount.name is required" in error
+
+
+def test_where_a_pool_uses_mps_the_agent_keeps_daemons_with_the_services_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manifests = render(
+        set_json=[
+            'config.gpu_sharing={"default": "hami-core", "pools": {"H100": "mps"}, '
+            '"mps_root": "/run/mps"}',
+        ]
+    )
+    container = _container(manifests)
+    seen: list[argparse.Namespace] = []
+
+    def record(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(agent_cli, "run_agent_command", record)
+    monkeypatch.setenv("NODE_NAME", "gpu-node-1")
+
+    assert cli.main(container["command"][1:]) == 0
+    (args,) = seen
+    assert (args.gpu_sharing, args.gpu_sharing_pool) == ("hami-core", [("H100", "mps")])
+    assert (str(args.mps_root), args.pool_label) == ("/run/mps", "aistack.io/pool")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["SETUID", "SETGID"],
+    }
+    assert container["volumeMounts"][1:] == [
+        {"name": "mps", "mountPath": "/run/mps"},
+        {"name": "mps-shm", "mountPath": "/dev/shm"},
+    ]
+    assert _pod(manifests)["volumes"][1:] == [
+        {"name": "mps", "hostPath": {"path": "/run/mps", "type": "DirectoryOrCreate"}},
+        {"name": "mps-shm", "hostPath": {"path": "/run/mps/shm", "type": "DirectoryOrCreate"}},
+    ]
+    # The service reads the same values from its config.
+    config = find(manifests, "ConfigMap", RELEASE)["data"]["config.yaml"]
+    assert "gpu_sharing:" in config
+    assert "H100: mps" in config
+
+
+def test_a_bad_mechanism_or_a_long_mps_root_is_refused_by_the_chart() -> None:
+    assert "gpu_sharing" in render_error(set_json=['config.gpu_sharing.default="mig"'])
+    long_root = "/" + "r" * 60
+    assert "mps_root" in render_error(set_json=[f'config.gpu_sharing.mps_root="{long_root}"'])

@@ -1,4 +1,7 @@
-"""The Argo UI links: off by default; when on, an entry Argo reads and the patch installing it."""
+"""The Argo UI links: off by default; when on, an entry Argo reads and the patch installing it.
+
+The links land on the dashboard's pages (tests/dashboard checks that those routes exist).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ def test_no_links_unless_asked() -> None:
     assert kinds(render(), "ConfigMap", "aistack-argo-ui-links") == []
 
 
-BASE = "https://aistack.example.com/api/v1"
+BASE = "https://aistack.example.com/ui"
 
 
-def test_the_links_lead_to_the_services_view_of_a_workflow_and_of_a_pod() -> None:
+def test_the_links_lead_to_the_dashboards_pages_of_a_workflow_a_pod_and_the_queues() -> None:
     configmap = find(render(LINKS), "ConfigMap", "aistack-argo-ui-links")
     links = yaml.safe_load(configmap["data"]["links"])
     assert links == [
@@ -30,8 +33,9 @@ def test_the_links_lead_to_the_services_view_of_a_workflow_and_of_a_pod() -> Non
         {
             "name": "AI-Stack scheduler",
             "scope": "pod",
-            "url": BASE + "/explain/${metadata.namespace}/${metadata.name}",
+            "url": BASE + "/pods/${metadata.namespace}/${metadata.name}",
         },
+        {"name": "GPU queues", "scope": "workflow-list", "url": BASE + "/queues"},
     ]
 
 

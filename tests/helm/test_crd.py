@@ -117,10 +117,18 @@ def test_spec_fields_and_defaults() -> None:
         "reclaimMinRuntimeSeconds",
         "preemptMinRuntimeSeconds",
         "defaultFor",
+        "namespaces",
     }
-    namespaces = spec["properties"]["defaultFor"]["properties"]["namespaces"]
-    assert namespaces["x-kubernetes-list-type"] == "set"
-    assert namespaces["items"]["maxLength"] == 63
+    for namespaces in (
+        spec["properties"]["defaultFor"]["properties"]["namespaces"],
+        spec["properties"]["namespaces"],
+    ):
+        assert namespaces["x-kubernetes-list-type"] == "set"
+        assert namespaces["items"]["maxLength"] == 63
+    # Bounded, so that no number in a Queue can overflow the scheduler's arithmetic.
+    assert pool["properties"]["quota"]["maximum"] == 1_000_000
+    assert pool["properties"]["overQuotaWeight"]["maximum"] == 1000
+    assert spec["properties"]["reclaimMinRuntimeSeconds"]["maximum"] == 31_536_000
     assert spec["properties"]["priority"]["default"] == 0
     assert spec["properties"]["pools"]["default"] == []
     assert set(pool["properties"]) == {"pool", "quota", "limit", "overQuotaWeight"}

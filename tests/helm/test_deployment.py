@@ -47,6 +47,14 @@ DEFAULT_CONFIG = {
         "preempt_min_runtime_seconds": 0,
         "reserve_for_gangs": True,
     },
+    "gpu_sharing": {"default": "none", "pools": {}, "mps_root": "/run/aistack/mps"},
+    "gpu_reservations": {
+        "enabled": True,
+        "linger_seconds": 30,
+        # The chart's own: the service's image, and an account that may patch its own pods.
+        "image": "ghcr.io/aistack/aistack-flows:0.1.0",
+        "service_account": f"{RELEASE}-gpu-reservation",
+    },
     "leader_election": {
         "enabled": True,
         "lease_name": RELEASE,
@@ -209,7 +217,9 @@ def test_a_config_change_changes_the_checksum(change: str) -> None:
 
 
 def test_other_changes_keep_the_checksum() -> None:
-    assert _checksum(render(set_json=["replicas=3", 'image.tag="9.9.9"'])) == _checksum(render())
+    # The image is in the config (the GPU reservation pods run it); a new image restarts the
+    # pods anyway.
+    assert _checksum(render(set_json=["replicas=3"])) == _checksum(render())
 
 
 def test_service_exposes_https_and_metrics() -> None:
@@ -244,6 +254,8 @@ def test_every_namespaced_object_is_in_the_release_namespace() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
     }
     for values in sorted(Path(TESTDATA).glob("*.values.yaml")):

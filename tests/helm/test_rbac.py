@@ -70,8 +70,9 @@ def test_the_service_gets_exactly_the_verbs_it_uses() -> None:
 def test_leases_only_in_the_release_namespace_and_only_its_own_lease() -> None:
     manifests = render()
 
-    (role,) = [r for r in _bound_to_service_account(manifests) if r["kind"] == "Role"]
+    role = find(manifests, "Role", f"{RELEASE}-leader-election")
 
+    assert role in _bound_to_service_account(manifests)
     assert role["metadata"]["namespace"] == NAMESPACE
     assert _grants(role) == {LEASES: {"get", "create", "update", "patch"}}
     lease = config_of(manifests)["leader_election"]["lease_name"]
@@ -86,7 +87,28 @@ def test_the_service_is_bound_to_nothing_else() -> None:
 
     names = sorted(r["metadata"]["name"] for r in _bound_to_service_account(manifests))
 
-    assert names == [RELEASE, f"{RELEASE}-leader-election"]
+    assert names == [RELEASE, f"{RELEASE}-gpu-reservations", f"{RELEASE}-leader-election"]
+
+
+def test_gpu_reservations_create_pods_in_the_release_namespace_that_may_patch_pods_there() -> None:
+    manifests = render()
+
+    created = find(manifests, "Role", f"{RELEASE}-gpu-reservations")
+    assert created in _bound_to_service_account(manifests)
+    assert (created["metadata"]["namespace"], _grants(created)) == (
+        NAMESPACE,
+        {("", "pods"): {"create"}},
+    )
+    own = find(manifests, "Role", f"{RELEASE}-gpu-reservation")
+    assert (own["metadata"]["namespace"], _grants(own)) == (NAMESPACE, {("", "pods"): {"patch"}})
+    binding = find(manifests, "RoleBinding", f"{RELEASE}-gpu-reservation")
+    account = find(manifests, "ServiceAccount", f"{RELEASE}-gpu-reservation")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert (
+        config_of(manifests)["gpu_reservations"]["service_account"] == account["metadata"]["name"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,10 +139,18 @@ def test_without_api_auth_the_reviews_are_not_granted() -> None:
 
 
 def test_without_leader_election_there_is_no_lease_role() -> None:
-    manifests = render(set_json=["replicas=1", "config.leader_election.enabled=false"])
+    manifests = render(
+        set_json=[
+            "replicas=1",
+            "config.leader_election.enabled=false",
+            "config.gpu_reservations.enabled=false",
+        ]
+    )
 
     assert kinds(manifests, "Role") == []
     assert kinds(manifests, "RoleBinding") == []
+    assert kinds(manifests, "ServiceAccount", f"{RELEASE}-gpu-reservation") == []
+    assert "image" not in config_of(manifests)["gpu_reservations"]
     assert _grants(find(manifests, "ClusterRole", RELEASE)) == SERVICE_CLUSTER_RULES
 
 

@@ -320,3 +320,21 @@ def test_pods_restart_when_an_existing_secret_gets_a_new_ca() -> None:
 def test_cert_manager_pods_carry_no_certificate_checksum() -> None:
     """cert-manager renews behind Helm's back; the chart cannot know the certificate."""
     assert "checksum/tls" not in _pod_annotations(render(set_json=['certManager={"enabled":true}']))
+
+
+def test_the_pod_policy_exempts_exactly_the_scheduler_s_service_account() -> None:
+    for set_json, account in (
+        ([], RELEASE),
+        (['serviceAccount={"create":false,"name":"platform-sa"}'], "platform-sa"),
+    ):
+        manifests = render(set_json=set_json)
+        policy = find(manifests, "ValidatingAdmissionPolicy", f"{RELEASE}-pod-contract")
+        conditions = {c["name"]: c["expression"] for c in policy["spec"]["matchConditions"]}
+        assert conditions["not-the-scheduler"] == (
+            f"request.userInfo.username != 'system:serviceaccount:{NAMESPACE}:{account}'"
+        )
+        binding = find(manifests, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-pod-contract")
+        assert binding["spec"] == {
+            "policyName": f"{RELEASE}-pod-contract",
+            "validationActions": ["Deny"],
+        }

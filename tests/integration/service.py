@@ -69,11 +69,13 @@ class RunningService:
         name: str = "aistack",
         leader_election: bool = False,
         webhooks: bool = True,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         """Install the CRD (and unless told not to, the webhooks); `start()` runs the process.
 
         With `leader_election`, replicas of the same lease take turns; `name` is the replica's
-        identity (POD_NAME) and the name of its files.
+        identity (POD_NAME) and the name of its files. `config` adds top-level settings to the
+        service's config file.
         """
         self.cluster = cluster
         self.admin = admin
@@ -100,6 +102,7 @@ class RunningService:
                         "renew_deadline_seconds": 3,
                         "retry_period_seconds": 1,
                     },
+                    **(config or {}),
                 }
             )
         )
@@ -213,6 +216,7 @@ class RunningService:
             with contextlib.suppress(ApiException):
                 delete(_WEBHOOK_NAME)
             create(configuration)
+        _apply_chart_pod_policy(api)
 
 
 @functools.cache
@@ -232,6 +236,21 @@ def _chart_manifests() -> tuple[dict[str, Any], ...]:
         text=True,
     ).stdout
     return tuple(document for document in yaml.safe_load_all(rendered) if document)
+
+
+def _apply_chart_pod_policy(api: AdmissionregistrationV1Api) -> None:
+    """The chart's ValidatingAdmissionPolicy on managed pods, and its binding, as rendered.
+
+    It needs no running service, so it stays for the whole session once applied.
+    """
+    creators: dict[str, Callable[[Any], object]] = {
+        "ValidatingAdmissionPolicy": api.create_validating_admission_policy,
+        "ValidatingAdmissionPolicyBinding": api.create_validating_admission_policy_binding,
+    }
+    for kind, create in creators.items():
+        (found,) = [m for m in _chart_manifests() if m["kind"] == kind]
+        with contextlib.suppress(ApiException):  # 409: applied by an earlier module
+            create(copy.deepcopy(found))
 
 
 def _chart_webhooks(kind: str) -> dict[str, Any]:

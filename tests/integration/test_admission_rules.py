@@ -251,12 +251,7 @@ def test_argo_s_wait_container_gets_no_gpu_variables_while_the_step_gets_them(
     assert [c["name"] for c in pod["spec"]["containers"]] == ["wait", "main"]
     assert gpu_variables(pod, "wait") == []
     assert not [v for v in pod_env(pod, "wait") if v.startswith(GPU_ENV)]
-    assert gpu_variables(pod, "main") == [
-        "AISTACK_GPUS",
-        "NVIDIA_VISIBLE_DEVICES",
-        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
-        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
-    ]
+    assert gpu_variables(pod, "main") == [name for name, _, _ in keys.ALLOCATION_ENVIRONMENT]
     main = pod_env(pod, "main")
     assert (main["NVIDIA_VISIBLE_DEVICES"], main["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]) == (
         "0",

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from scheduler_service import pod_contract as keys
+from scheduler_service.api import AdmissionDecision
 from scheduler_service.core import GPU, Node, Queue
+from scheduler_service.gpu_sharing import GpuSharing
 from scheduler_service.kube import KubeWebhooks
 from scheduler_service.kube._admission import QueueUnreadableError
 from tests.kube.objects import make_pod, make_queue
@@ -63,7 +65,7 @@ def test_a_slice_pod_is_gated_and_wired_to_its_allocation_annotations() -> None:
     env = {e["name"]: e for e in mutated["spec"]["containers"][0]["env"]}
     assert env["KEEP"] == {"name": "KEEP", "value": "me"}
     assert env["NVIDIA_VISIBLE_DEVICES"]["valueFrom"]["fieldRef"]["fieldPath"] == (
-        f"metadata.annotations['{keys.GPUS_ANNOTATION}']"
+        f"metadata.annotations['{keys.DEVICE_ANNOTATION}']"
     )
     assert "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT" in env
     assert any("removed NVIDIA_VISIBLE_DEVICES" in w for w in decision.warnings)
@@ -193,12 +195,7 @@ def test_argo_s_wait_container_gets_no_gpu_variables_and_main_gets_all() -> None
     mutated = apply_patch(pod_create(pod)["object"], decision.patch)
 
     assert env_names(mutated, "wait") == ["ARGO_POD_NAME"]
-    assert env_names(mutated, "main") == [
-        "AISTACK_GPUS",
-        "NVIDIA_VISIBLE_DEVICES",
-        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
-        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
-    ]
+    assert env_names(mutated, "main") == [name for name, _, _ in keys.ALLOCATION_ENVIRONMENT]
     assert mutated["spec"]["initContainers"] == [{"name": "init", "image": "argoexec"}]
 
 
@@ -585,3 +582,138 @@ def test_deleting_a_default_queue_warns_that_its_namespaces_lose_it() -> None:
         "namespace(s) team lose their default queue: GPU pods without label aistack.io/queue "
         "are refused there from now on",
     )
+
+
+# -- slices under MPS ------------------------------------------------------------------------------
+
+MPS_POOLS = GpuSharing(default="none", pools={"h100": "mps"}, mps_root="/run/mps")
+
+
+def mps_hooks() -> KubeWebhooks:
+    return KubeWebhooks(lambda: QUEUES, lambda _queue: 0, gpu_sharing=MPS_POOLS)
+
+
+def test_where_a_pool_uses_mps_a_slice_mounts_only_its_gpu_s_daemon_and_the_shared_memory() -> None:
+    pod = argo_pod()
+    pod["spec"]["containers"][1]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    pod["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    decision = mps_hooks().mutate_pod(pod_create(pod))
+    mutated = apply_patch(pod_create(pod)["object"], decision.patch)
+
+    assert mutated["spec"]["volumes"] == [
+        {"name": "data", "emptyDir": {}},
+        {"name": "aistack-mps", "hostPath": {"path": "/run/mps", "type": "DirectoryOrCreate"}},
+        {
+            "name": "aistack-mps-shm",
+            "hostPath": {"path": "/run/mps/shm", "type": "DirectoryOrCreate"},
+        },
+    ]
+    wait, main = mutated["spec"]["containers"]
+    assert main["volumeMounts"] == [
+        {"name": "data", "mountPath": "/data"},
+        {
+            "name": "aistack-mps",
+            "mountPath": "/var/run/aistack-mps",
+            "subPathExpr": "$(AISTACK_MPS_GPU)/pipe",
+        },
+        {"name": "aistack-mps-shm", "mountPath": "/dev/shm"},
+    ]
+    env = {e["name"]: e for e in main["env"]}
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == {
+        "name": "CUDA_MPS_PIPE_DIRECTORY",
+        "value": "/var/run/aistack-mps",
+    }
+    assert env["AISTACK_MPS_GPU"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        f"metadata.annotations['{keys.MPS_GPU_ANNOTATION}']"
+    )
+    # Argo's executor neither mounts the daemon nor learns the GPU.
+    assert "volumeMounts" not in wait
+    assert env_names(mutated, "wait") == ["ARGO_POD_NAME"]
+
+
+def test_a_slice_s_own_dev_shm_and_pipe_variable_give_way_to_the_daemon_s_with_warnings() -> None:
+    pod = make_pod("s", "a", gpu_memory_mib=4096, gpu_compute_percent=30)
+    container = pod["spec"]["containers"][0]
+    container["volumeMounts"] = [{"name": "shm", "mountPath": "/dev/shm"}]
+    container["env"] = [{"name": "CUDA_MPS_PIPE_DIRECTORY", "value": "/tmp/nvidia-mps"}]
+    pod["spec"]["volumes"] = [{"name": "shm", "emptyDir": {"medium": "Memory"}}]
+    decision = mps_hooks().mutate_pod(pod_create(pod))
+    mutated = apply_patch(pod_create(pod)["object"], decision.patch)
+
+    mounts = mutated["spec"]["containers"][0]["volumeMounts"]
+    assert [m["name"] for m in mounts] == ["aistack-mps", "aistack-mps-shm"]
+    env = {e["name"]: e.get("value") for e in mutated["spec"]["containers"][0]["env"]}
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == "/var/run/aistack-mps"
+    assert any("mount of /dev/shm replaced" in w for w in decision.warnings)
+    assert any("removed CUDA_MPS_PIPE_DIRECTORY" in w for w in decision.warnings)
+
+
+def test_whole_gpus_and_clusters_without_mps_mount_no_daemon() -> None:
+    whole = make_pod("w", "a", gpus=1)
+    decision = mps_hooks().mutate_pod(pod_create(whole))
+    mutated = apply_patch(pod_create(whole)["object"], decision.patch)
+    assert "volumes" not in mutated["spec"]
+    assert "volumeMounts" not in mutated["spec"]["containers"][0]
+
+    piece = make_pod("s", "a", gpu_memory_mib=4096, gpu_compute_percent=30)
+    decision = hooks().mutate_pod(pod_create(piece))
+    mutated = apply_patch(pod_create(piece)["object"], decision.patch)
+    assert "volumes" not in mutated["spec"]
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in env_names(mutated, "main")
+
+
+# -- GPU reservations ------------------------------------------------------------------------------
+
+
+def reserving_hooks() -> KubeWebhooks:
+    return KubeWebhooks(
+        lambda: QUEUES, lambda _queue: 0, reservations=True, service_namespace="aistack-system"
+    )
+
+
+def test_with_reservations_a_slice_gets_a_second_gate_and_whole_gpus_do_not() -> None:
+    piece = make_pod("s", "a", gpu_memory_mib=4096, gpu_compute_percent=30)
+    mutated = apply_patch(
+        pod_create(piece)["object"], reserving_hooks().mutate_pod(pod_create(piece)).patch
+    )
+    assert mutated["spec"]["schedulingGates"] == [
+        {"name": keys.SCHEDULING_GATE},
+        {"name": keys.RESERVATION_GATE},
+    ]
+    whole = make_pod("w", "a", gpus=1)
+    mutated = apply_patch(
+        pod_create(whole)["object"], reserving_hooks().mutate_pod(pod_create(whole)).patch
+    )
+    assert mutated["spec"]["schedulingGates"] == [{"name": keys.SCHEDULING_GATE}]
+
+
+def test_only_the_service_s_namespace_may_hold_its_reservation_pods() -> None:
+    reservation = make_pod("r", "a", gpus=1)
+    del reservation["metadata"]["labels"][keys.QUEUE_LABEL]
+    reservation["metadata"]["labels"][keys.RESERVATION_LABEL] = "true"
+    own = pod_create(reservation) | {"namespace": "aistack-system"}
+    assert reserving_hooks().mutate_pod(own) == AdmissionDecision(allowed=True)
+    # Anywhere else it is an unlabelled GPU pod like any other: refused without a default queue.
+    elsewhere = reserving_hooks().mutate_pod(pod_create(reservation))
+    assert not elsewhere.allowed
+
+
+# -- who may use a queue --------------------------------------------------------------------------
+
+
+def test_a_pod_of_a_namespace_its_queue_does_not_name_is_refused_with_the_allowed_ones() -> None:
+    allowed: dict[str, tuple[str, ...]] = {"a": ("vision", "vision-dev")}
+    hooks_ = KubeWebhooks(lambda: QUEUES, lambda _queue: 0, allowed_namespaces=allowed.get)
+    pod = make_pod("p", "a", gpus=1)
+
+    refused = hooks_.mutate_pod(pod_create(pod))  # namespace "team"
+    assert not refused.allowed
+    assert refused.message.startswith(
+        "queue 'a' takes pods of namespace(s) vision, vision-dev only"
+    )
+    assert "not of 'team'" in refused.message
+
+    allowed["a"] = ("team",)
+    assert hooks_.mutate_pod(pod_create(pod)).allowed
+    del allowed["a"]  # a queue naming no namespaces: every namespace may use it
+    assert hooks_.mutate_pod(pod_create(pod)).allowed

@@ -348,7 +348,14 @@ def test_a_stale_watch_event_does_not_undo_a_patch() -> None:
             {"metadata": {"name": "q"}, "spec": {"pools": [{"pool": "x", "quota": 2, "limit": 1}]}},
             "limit must be >= quota",
         ),
-        ({"metadata": {"name": "q"}, "spec": {"pools": [{"quota": 2}]}}, "'pool'"),
+        (
+            {"metadata": {"name": "q"}, "spec": {"pools": [{"quota": 2}]}},
+            "malformed: spec.pools[0] needs a pool",
+        ),
+        (
+            {"metadata": {"name": "q"}, "spec": {"pools": [{"pool": "x", "quota": 1e306}]}},
+            "spec.pools[0].quota 1e+306 is outside 0..1e+06",
+        ),
     ],
 )
 def test_a_bad_queue_is_recorded_with_its_error_and_not_used(
@@ -465,6 +472,25 @@ def running_gang(ledger: PodLedger, size: int = 3) -> list[Pod]:
     return running
 
 
+def test_a_pod_beyond_a_placed_gang_s_size_is_stopped_saying_why_and_the_gang_runs_on() -> None:
+    ledger = make_ledger(nodes=3)
+    gang = running_gang(ledger, size=2)
+    extra = make_pod("g-2", gpus=8, gang="g", gang_size=2)
+    ledger.pod_changed(extra)
+
+    (stop,) = ledger.cycle(NOW + 60).evictions
+
+    assert (stop.name, stop.cause) == ("g-2", "GangFull")
+    assert stop.message == (
+        "aistack: gang g already runs its 2 pods (g-0, g-1); a pod beyond its "
+        "aistack.io/gang-size can never join it: delete the pod, or give it a gang of its own"
+    )
+    assert state_of(ledger, "team/g", NOW + 60) is WorkloadState.RUNNING
+    ledger.pod_changed(stopped(extra, stop, NOW + 60))
+    assert ledger.cycle(NOW + 61).evictions == ()
+    assert len(gang) == 2
+
+
 LOST_FAILED = (
     "aistack: gang g lost member g-1 (failed); its other pods are stopped so that the gang is "
     "retried, or fails, as a unit"
@@ -574,6 +600,23 @@ def test_a_waiting_pod_whose_deadline_passes_is_failed_naming_its_queue_and_wait
     assert (again.evictions, again.messages) == ((), ())
 
 
+def test_a_pod_whose_gate_was_lifted_by_hand_is_stopped_and_never_placed() -> None:
+    ledger = make_ledger()
+    pod = make_pod("p", gpus=1)
+    pod["spec"]["schedulingGates"] = []  # removed by someone else; no allocation written
+    ledger.pod_changed(pod)
+
+    intents = ledger.cycle(NOW)
+
+    assert intents.releases == ()
+    (stop,) = intents.evictions
+    assert (stop.name, stop.cause) == ("p", "GateRemoved")
+    assert "aistack.io/admission of pod p was removed outside the scheduler" in stop.message
+    assert stop.message.endswith("create it again to wait in queue a")
+    ledger.pod_changed(stopped(pod, stop, NOW))
+    assert ledger.cycle(NOW + 1).evictions == ()
+
+
 def test_a_pod_past_its_deadline_is_failed_not_admitted_even_when_room_appears() -> None:
     ledger = make_ledger(nodes=0)
     pod = make_pod("p", gpus=1, created=format_time(NOW), active_deadline_seconds=60)
@@ -632,3 +675,83 @@ def test_a_gang_whose_pods_want_dns_names_asks_for_the_gang_service_on_release()
         ("g-1", True),
         ("plain", False),
     }
+
+
+def test_a_queue_s_namespaces_narrow_along_its_ancestors() -> None:
+    ledger = make_ledger()
+    org = make_queue("org", quota=8)
+    org["spec"]["namespaces"] = ["vision", "nlp"]
+    team = make_queue("vision", quota=4, parent="org")
+    team["spec"]["namespaces"] = ["vision", "robotics"]
+    free = make_queue("free", quota=1)
+    for queue in (org, team, free, make_queue("vision-train", quota=1, parent="vision")):
+        ledger.queue_changed(queue)
+
+    assert ledger.allowed_namespaces("vision-train") == ("vision",)
+    assert ledger.allowed_namespaces("org") == ("nlp", "vision")
+    assert ledger.allowed_namespaces("free") is None
+    bad = make_queue("bad", quota=1)
+    bad["spec"]["namespaces"] = "vision"
+    ledger.queue_changed(bad)
+    assert "spec.namespaces must be a list of namespace names" in ledger.queue_errors["bad"]
+
+
+def test_a_queue_holding_half_a_gang_still_counts_it() -> None:
+    ledger = make_ledger()
+    ledger.pod_changed(make_pod("g-0", gpus=1, gang="g", gang_size=2))
+    ledger.cycle(NOW)
+    assert ledger.workloads_in("a") == 1  # the gang waits for its second pod: not reported
+    broken = make_pod("b", gpus=1, annotations={keys.PRIORITY_ANNOTATION: "many"})
+    ledger.pod_changed(broken)
+    ledger.cycle(NOW)
+    assert ledger.workloads_in("a") == 2  # a pod the scheduler cannot read still holds it
+    assert ledger.workloads_in("b") == 0
+
+
+# -- GPUs held by pods the scheduler does not manage -----------------------------------------------
+
+
+def unmanaged(name: str, node: str, gpus: int, *, init_gpus: int = 0) -> Pod:
+    """A pod without the queue label, bound to `node`, holding GPUs through the device plugin."""
+    limits = {keys.GPU_RESOURCE: str(gpus)} if gpus else {}
+    init = [{"name": "warm", "resources": {"limits": {keys.GPU_RESOURCE: str(init_gpus)}}}]
+    return {
+        "metadata": {"uid": f"uid-{name}", "name": name, "namespace": "kube-system"},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "main", "resources": {"limits": limits}}],
+            "initContainers": init if init_gpus else [],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def test_gpus_of_unmanaged_pods_are_never_handed_out_and_come_back_when_they_end() -> None:
+    ledger = make_ledger(nodes=1, gpus=8)
+    ledger.unmanaged_pod_changed(unmanaged("dcgm-probe", "n0", 2))
+    ledger.unmanaged_pod_changed(unmanaged("warmup", "n0", 1, init_gpus=3))  # init counts: 3
+    ledger.unmanaged_pod_changed(unmanaged("no-gpu", "n0", 0))
+    assert ledger.unmanaged_gpus() == {"n0": 5}
+
+    whole = make_pod("w", gpus=3)
+    ledger.pod_changed(whole)
+    (placed,) = admit(ledger, [whole])
+    assert placed["metadata"]["annotations"][keys.GPUS_ANNOTATION] == "0,1,2"  # not 3..7
+    big = make_pod("big", gpus=1)
+    ledger.pod_changed(big)
+    assert admit(ledger, [big], NOW + 1) == []  # 3 + 5 = 8: nothing left
+
+    ledger.unmanaged_pod_deleted(unmanaged("dcgm-probe", "n0", 2))
+    (later,) = admit(ledger, [big], NOW + 2)
+    assert later["metadata"]["name"] == "big"
+
+
+def test_unmanaged_pods_beyond_the_free_gpus_are_said_and_placed_work_stays() -> None:
+    ledger = make_ledger(nodes=1, gpus=8)
+    work = make_pod("w", gpus=6)
+    ledger.pod_changed(work)
+    assert len(admit(ledger, [work])) == 1
+    ledger.unmanaged_pod_changed(unmanaged("rogue", "n0", 4))
+    ledger.cycle(NOW + 1)
+    assert ledger.unmanaged_shortfall == {"n0": 2}
+    assert state_of(ledger, "team/w", NOW + 1) is WorkloadState.RUNNING

@@ -6,17 +6,21 @@ field, the value and the range.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from scheduler_service import pod_contract as keys
+from scheduler_service.core import GpuSlice, PodAllocation
 from scheduler_service.translate import (
     PodRequestError,
     QueueError,
+    allocation_annotations,
     asks_for_gpus,
     default_namespaces,
     parse_pod_request,
+    queue_from_k8s,
 )
 from tests.kube.objects import make_pod, make_queue
 
@@ -281,3 +285,78 @@ def test_a_bad_default_for_names_the_field(default_for: Any) -> None:
     assert str(refused.value).startswith(
         "queue a: spec.defaultFor.namespaces must be a list of namespace names, got "
     )
+
+
+# -- allocations and GPU sharing ------------------------------------------------------------------
+
+UUID = "GPU-4b7c6a2e-0000-4000-8000-000000000001"
+
+
+def slice_on(gpu: str) -> PodAllocation:
+    return PodAllocation(
+        node="n1", gpus=(gpu,), slice=GpuSlice(memory_mib=4096, compute_percent=30)
+    )
+
+
+def test_a_slice_under_mps_names_its_gpu_s_daemon() -> None:
+    annotations = allocation_annotations(slice_on(UUID), "t", sharing="mps", uses_mps=True)
+    assert annotations[keys.GPU_SHARING_ANNOTATION] == "mps"
+    assert annotations[keys.MPS_GPU_ANNOTATION] == UUID
+    assert annotations[keys.MEMORY_LIMIT_ANNOTATION] == "0=4096M"
+    assert annotations[keys.COMPUTE_LIMIT_ANNOTATION] == "30"
+    assert keys.HAMI_MEMORY_ANNOTATION not in annotations
+
+
+def test_a_slice_under_hami_core_gets_hami_s_caps_and_no_daemon() -> None:
+    annotations = allocation_annotations(slice_on(UUID), "t", sharing="hami-core", uses_mps=True)
+    assert annotations[keys.GPU_SHARING_ANNOTATION] == "hami-core"
+    assert annotations[keys.HAMI_MEMORY_ANNOTATION] == "4096m"
+    assert annotations[keys.HAMI_COMPUTE_ANNOTATION] == "30"
+    # The webhook mounted `<root>/<gpu>/pipe` because some pool uses MPS: "none" holds no daemon.
+    assert annotations[keys.MPS_GPU_ANNOTATION] == "none"
+
+
+def test_mps_needs_the_gpu_s_uuid_and_whole_gpus_get_no_sharing() -> None:
+    numbered = allocation_annotations(slice_on("n1/0"), "t", sharing="mps", uses_mps=True)
+    assert numbered[keys.GPU_SHARING_ANNOTATION] == "none"
+    assert numbered[keys.MPS_GPU_ANNOTATION] == "none"
+    whole = allocation_annotations(PodAllocation(node="n1", gpus=(UUID,)), "t", sharing="mps")
+    assert set(whole) == {keys.NODE_ANNOTATION, keys.GPUS_ANNOTATION, keys.ADMITTED_AT_ANNOTATION}
+    plain = allocation_annotations(slice_on(UUID), "t")
+    assert plain[keys.GPU_SHARING_ANNOTATION] == "none"
+    assert keys.MPS_GPU_ANNOTATION not in plain
+
+
+# -- queue bounds ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        (
+            {"pools": [{"pool": "p", "quota": 1e306}]},
+            "spec.pools[0].quota 1e+306 is outside 0..1e+06",
+        ),
+        ({"pools": [{"pool": "p", "quota": float("nan")}]}, "spec.pools[0].quota nan is outside"),
+        ({"pools": [{"pool": "p", "quota": -1}]}, "spec.pools[0].quota -1 is outside"),
+        ({"pools": [{"pool": "p", "quota": True}]}, "spec.pools[0].quota True is not a number"),
+        ({"pools": [{"pool": "p", "quota": "8"}]}, "spec.pools[0].quota '8' is not a number"),
+        ({"pools": [{"pool": "p", "quota": 1, "limit": 1e9}]}, "spec.pools[0].limit"),
+        (
+            {"pools": [{"pool": "p", "quota": 1, "overQuotaWeight": 1e12}]},
+            "spec.pools[0].overQuotaWeight 1000000000000.0 is outside 0..1000",
+        ),
+        ({"priority": 10**12}, "spec.priority 1000000000000 is outside -1000000..1000000"),
+        ({"priority": 1.5}, "spec.priority 1.5 is not a whole number"),
+        ({"reclaimMinRuntimeSeconds": float("inf")}, "spec.reclaimMinRuntimeSeconds inf"),
+        (
+            {"pools": [{"pool": f"p{i}", "quota": 1} for i in range(65)]},
+            "lists 65 pools, at most 64",
+        ),
+    ],
+)
+def test_a_queue_number_out_of_bounds_is_refused_naming_the_field(
+    spec: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(QueueError, match=re.escape(says)):
+        queue_from_k8s({"metadata": {"name": "q"}, "spec": spec})

@@ -95,6 +95,10 @@ name). Rendered here once so that the ConfigMap and the Deployment's checksum se
 {{- define "aistack.configYaml" -}}
 {{- $config := deepCopy .Values.config }}
 {{- $_ := set $config.leader_election "lease_name" (include "aistack.fullname" .) }}
+{{- if $config.gpu_reservations.enabled }}
+{{- $_ := set $config.gpu_reservations "image" (include "aistack.image" .) }}
+{{- $_ := set $config.gpu_reservations "service_account" (printf "%s-gpu-reservation" (include "aistack.fullname" .)) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
@@ -118,6 +122,9 @@ Cross-value rules that JSON Schema cannot say clearly. Each failure names the va
 {{- end }}
 {{- if and .Values.certManager.enabled .Values.tls.existingSecret }}
 {{- fail "certManager.enabled and tls.existingSecret are two ways to get the webhook certificate; choose one" }}
+{{- end }}
+{{- if and (eq .Values.accounting.volume "persistentVolumeClaim") (gt (int .Values.replicas) 1) (not .Values.accounting.existingSecret) }}
+{{- fail (printf "accounting.volume persistentVolumeClaim keeps one SQLite file, which one pod on one node can write, but replicas is %d. Set replicas: 1, or keep the records in PostgreSQL (accounting.existingSecret)." (int .Values.replicas)) }}
 {{- end }}
 {{- if and .Values.tls.existingSecret (not .Values.tls.caBundle) }}
 {{- fail "tls.existingSecret needs tls.caBundle: the base64 PEM of the CA that signed its certificate, so the API server can trust the webhook" }}

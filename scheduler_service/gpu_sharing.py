@@ -28,6 +28,12 @@ file, else the process table) and adopts them. `MpsDaemons` is not thread-safe; 
 owns it. Every failure is an `MpsError` whose message names the GPU, what failed and what to do.
 
 HAMi-core, the other mechanism, needs no daemon: `hami_core_environment` gives its variables.
+
+Which mechanism a slice gets is a setting per pool (`Mechanism`); the service writes it on the
+slice's pod (`translate.allocation_annotations`), the node agent keeps the daemons of an `mps`
+node, and the local runner keeps those of the slices it runs. A shared module: it imports no
+driver and nothing outside the standard library, so every driver and scripts/gpu-sharing-check
+can use it.
 """
 
 from __future__ import annotations
@@ -38,15 +44,19 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal
 
 __all__ = [
     "CONTROL_BINARY",
+    "DEFAULT_MPS_ROOT",
+    "MECHANISMS",
     "PID_FILE",
     "Action",
+    "GpuSharing",
+    "Mechanism",
     "MpsDaemon",
     "MpsDaemons",
     "MpsError",
@@ -54,7 +64,53 @@ __all__ = [
     "Share",
     "daemon_defaults",
     "hami_core_environment",
+    "pipe_directory",
 ]
+
+Mechanism = Literal["mps", "hami-core", "none"]
+"""How the slices of a pool are held to their caps on the device (docs/gpu-sharing.md)."""
+
+MECHANISMS: Final[tuple[Mechanism, ...]] = ("mps", "hami-core", "none")
+
+DEFAULT_MPS_ROOT: Final = "/run/aistack/mps"
+"""Where a node's daemons keep their directories unless configured otherwise: on tmpfs, short
+enough for the socket paths, and never libnvidia-container's `/tmp/nvidia-mps`."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSharing:
+    """Which mechanism enforces the slices of each pool, and where MPS daemons live.
+
+    Attributes:
+        default: The mechanism of a pool not named in `pools`.
+        pools: The mechanism of each named pool.
+        mps_root: The directory of the nodes' MPS daemons (`MpsDaemons.root`); the service
+            derives each slice's pipe directory from it, so it must be the agents' setting.
+    """
+
+    default: Mechanism = "none"
+    pools: Mapping[str, Mechanism] = field(default_factory=dict)
+    mps_root: str = DEFAULT_MPS_ROOT
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown mechanism or a relative root, naming it."""
+        for where, mechanism in (("default", self.default), *self.pools.items()):
+            if mechanism not in MECHANISMS:
+                raise ValueError(
+                    f"GPU sharing of {where}: {mechanism!r} is not one of {', '.join(MECHANISMS)}"
+                )
+        if not self.mps_root.startswith("/"):
+            raise ValueError(f"the MPS root must be an absolute path, not {self.mps_root!r}")
+
+    def mechanism(self, pool: str) -> Mechanism:
+        """The mechanism that enforces the slices of `pool`."""
+        return self.pools.get(pool, self.default)
+
+    @property
+    def uses_mps(self) -> bool:
+        """Whether any pool's slices may run under MPS (their pods then mount the daemons)."""
+        return "mps" in (self.default, *self.pools.values())
+
 
 CONTROL_BINARY: Final = "nvidia-cuda-mps-control"
 """The control binary the driver's utilities install (on PATH on a GPU node)."""
@@ -201,7 +257,7 @@ class MpsDaemons:
 
     def pipe_directory(self, uuid: str) -> Path:
         """`CUDA_MPS_PIPE_DIRECTORY` of the GPU's daemon: mounted into its slices' containers."""
-        return self.root / _checked_uuid(uuid) / "pipe"
+        return pipe_directory(self.root, uuid)
 
     def log_directory(self, uuid: str) -> Path:
         """`CUDA_MPS_LOG_DIRECTORY` of the GPU's daemon: `control.log` and `server.log`."""
@@ -506,6 +562,15 @@ class MpsDaemons:
         for name in (_SOCKET, PID_FILE):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 (pipe / name).unlink()
+
+
+def pipe_directory(root: Path | str, uuid: str) -> Path:
+    """`CUDA_MPS_PIPE_DIRECTORY` of the daemon of GPU `uuid` under `root`: `<root>/<uuid>/pipe`.
+
+    Raises:
+        ValueError: `uuid` cannot name a directory (see `MpsDaemons.ensure`).
+    """
+    return Path(root) / _checked_uuid(uuid) / "pipe"
 
 
 # -- HAMi-core ------------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""GPU reservations on the real API server: slices run on the device the plugin holds for them.
+
+The service runs with `gpu_reservations` on. kwok runs no containers and the cluster has no
+device plugin, so the test plays both for a reservation pod once kube-scheduler has bound it
+and kwok reports it Running: it picks the device (deliberately not the GPU the service booked,
+as a real plugin may) and runs the real `aistack reserve-gpu` with that NVIDIA_VISIBLE_DEVICES,
+as the pod's container would, against the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CoreV1Api
+
+from scheduler_service import pod_contract as keys
+from scheduler_service.kube._reservations import reservation_name
+from tests.integration.cluster import SERVICE_NAMESPACE, GpuNodes, TestCluster, wait_for
+from tests.integration.pods import Pod, read, waiting_message
+from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
+
+AISTACK = str(Path(sys.executable).parent / "aistack")
+
+
+@pytest.fixture(scope="module")
+def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningService]:
+    running = RunningService(
+        cluster,
+        admin_client,
+        config={
+            "gpu_sharing": {"default": "mps"},
+            "gpu_reservations": {
+                "enabled": True,
+                "image": "registry.invalid/aistack:test",
+                "service_account": "default",
+                "linger_seconds": 0,
+            },
+        },
+    )
+    running.start()
+    yield running
+    running.remove()
+
+
+@pytest.fixture
+def containers() -> Iterator[list[subprocess.Popen[str]]]:
+    """The reservation pods' containers this test started; stopped at its end."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        process.terminate()
+        output, _ = process.communicate(timeout=10)
+        assert process.returncode == 0, output  # a SIGTERM ends it cleanly
+
+
+def uuid(prefix: str, index: int) -> str:
+    return f"GPU-{prefix}-0000-4000-8000-{index:012}"
+
+
+def inventory(prefix: str, count: int) -> dict[str, str]:
+    """The node agent's annotation: GPUs with real-looking uuids."""
+    gpus = [
+        {"index": i, "uuid": uuid(prefix, i), "model": "NVIDIA-H100-80GB-HBM3", "memory_mib": 81559}
+        for i in range(count)
+    ]
+    return {keys.GPU_INVENTORY_ANNOTATION: json.dumps(gpus)}
+
+
+def gates(pod: Pod) -> list[str]:
+    return [gate["name"] for gate in pod["spec"].get("schedulingGates") or ()]
+
+
+def reservation(core: CoreV1Api, name: str) -> Pod | None:
+    response: Any = core.list_namespaced_pod(
+        SERVICE_NAMESPACE, field_selector=f"metadata.name={name}", _preload_content=False
+    )
+    items: list[Pod] = json.loads(response.data)["items"]
+    return items[0] if items else None
+
+
+def test_slices_wait_for_their_reservation_then_run_on_the_device_the_plugin_gave_it(  # noqa: PLR0917 - fixtures
+    core: CoreV1Api,
+    namespace: str,
+    make_gpu_node: GpuNodes,
+    admin_client: ApiClient,
+    kubeconfig_path: Path,
+    containers: list[subprocess.Popen[str]],
+) -> None:
+    pool = make_gpu_node.prefix
+    node = f"{pool}-g0"
+    make_gpu_node("g0", gpus=2, labels={keys.POOL_LABEL: pool}, annotations=inventory(pool, 2))
+    queue = make_queue(admin_client, {pool: 2})
+    for name, share in (("s0", (8192, 30)), ("s1", (8192, 30))):
+        core.create_namespaced_pod(namespace, managed_pod(name, queue, slice_=share))  # type: ignore[arg-type]
+
+    # Admitted (the allocation is on the pods) but held by the reservation gate, saying why.
+    held = wait_for(
+        "both slices to be admitted and told they wait for their GPU's reservation",
+        lambda: [read(core, namespace, name) for name in ("s0", "s1")],
+        lambda pods: all(
+            "waiting until NVIDIA's device plugin" in waiting_message(p) for p in pods
+        ),
+    )
+    booked = {p["metadata"]["annotations"][keys.GPUS_ANNOTATION] for p in held}
+    assert len(booked) == 1  # both slices share one booked GPU
+    (gpu,) = booked
+    assert all(gates(p) == [keys.RESERVATION_GATE] for p in held)  # the admission gate is gone
+    assert all(keys.DEVICE_ANNOTATION not in p["metadata"]["annotations"] for p in held)
+    name = reservation_name(node, gpu)
+    assert name in waiting_message(held[0])
+
+    # The reservation pod: one device of that node, from the plugin.
+    pod = wait_for(
+        f"reservation pod {name} to run on {node}",
+        lambda: reservation(core, name),
+        lambda found: found is not None and found["status"].get("phase") == "Running",
+    )
+    assert pod is not None
+    assert pod["spec"]["nodeName"] == node
+    (container,) = pod["spec"]["containers"]
+    assert container["resources"]["limits"][keys.GPU_RESOURCE] == "1"
+    assert container["command"] == ["aistack", "reserve-gpu"]
+    # The plugin picks the device; here the GPU the service did not book.
+    device = next(uuid(pool, i) for i in range(2) if uuid(pool, i) != gpu)
+    containers.append(
+        subprocess.Popen(
+            [AISTACK, "reserve-gpu", f"--kubeconfig={kubeconfig_path}"],
+            env={
+                **os.environ,
+                "NVIDIA_VISIBLE_DEVICES": device,
+                "POD_NAME": name,
+                "POD_NAMESPACE": SERVICE_NAMESPACE,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
+
+    running = wait_for(
+        "both slices to run on the reserved device",
+        lambda: [read(core, namespace, name) for name in ("s0", "s1")],
+        lambda pods: all(p["status"].get("phase") == "Running" and not gates(p) for p in pods),
+    )
+    for slice_pod in running:
+        env = pod_env(slice_pod)
+        assert (env["NVIDIA_VISIBLE_DEVICES"], env["AISTACK_MPS_GPU"]) == (device, device)
+        assert env["AISTACK_GPUS"] == gpu  # the books keep the booked GPU
+    reserved = reservation(core, name)
+    assert reserved is not None
+    assert reserved["metadata"]["annotations"][keys.RESERVED_DEVICE_ANNOTATION] == device
+
+    # The slices end: no slice needs the reservation, and it goes.
+    for slice_name in ("s0", "s1"):
+        core.delete_namespaced_pod(slice_name, namespace, grace_period_seconds=0)
+    wait_for(
+        f"reservation pod {name} to be deleted",
+        lambda: reservation(core, name),
+        lambda p: p is None,
+    )
+
+
+def test_a_reservation_the_node_refuses_is_made_again(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    pool = make_gpu_node.prefix
+    node = f"{pool}-g0"
+    make_gpu_node("g0", gpus=1, labels={keys.POOL_LABEL: pool}, annotations=inventory(pool, 1))
+    queue = make_queue(admin_client, {pool: 1})
+    core.create_namespaced_pod(namespace, managed_pod("s", queue, slice_=(8192, 30)))  # type: ignore[arg-type]
+    name = reservation_name(node, uuid(pool, 0))
+    first = wait_for(
+        f"reservation pod {name}", lambda: reservation(core, name), lambda p: p is not None
+    )
+    assert first is not None
+    # The kubelet refuses it (its device was still in use): the pod fails.
+    core.patch_namespaced_pod_status(
+        name,
+        SERVICE_NAMESPACE,
+        {"status": {"phase": "Failed", "reason": "UnexpectedAdmissionError"}},
+    )
+    again = wait_for(
+        "a new reservation pod of the same name",
+        lambda: reservation(core, name),
+        lambda p: p is not None and p["metadata"]["uid"] != first["metadata"]["uid"],
+    )
+    assert again is not None
+    assert gates(read(core, namespace, "s")) == [keys.RESERVATION_GATE]
