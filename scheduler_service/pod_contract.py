@@ -146,6 +146,11 @@ caps, and what its pool's mechanism needs (a whole-GPU step's devices come from 
 plugin). The cluster injects these from the annotations (an annotation the service did not
 write reads as ""), the local runner sets those it has from the same values."""
 
+SIGNATURE_ANNOTATION: Final = "alloc.aistack.io/signature"
+"""HMAC-SHA256 of the pod's uid and every other alloc.aistack.io/* annotation, with the
+service's key (`translate.allocation_signature`): an allocation without a good one was not
+written by the scheduler, and is not trusted (the pod is stopped)."""
+
 GANG_ALLOCATION_ANNOTATION: Final = "alloc.aistack.io/gang"
 """On every pod of an admitted gang: the whole gang's placement as JSON {pod: {node, gpus}}, so
 that a release cut short (a crash, a failed patch) is finished from any released pod."""

@@ -12,6 +12,8 @@ file). Reading them with one parser is what makes a step ask the same thing on b
 from __future__ import annotations
 
 import difflib
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -46,6 +48,7 @@ __all__ = [
     "PodRequestError",
     "QueueError",
     "allocation_annotations",
+    "allocation_signature",
     "asks_for_gpus",
     "default_namespaces",
     "device_annotations",
@@ -59,6 +62,7 @@ __all__ = [
     "queue_namespaces",
     "queue_shape_problem",
     "runtime_gpu_ids",
+    "signed_by",
     "some_names",
 ]
 
@@ -705,6 +709,30 @@ def device_annotations(device: str, *, sharing: Mechanism, uses_mps: bool) -> di
     if sharing == "mps" or uses_mps:
         annotations[keys.MPS_GPU_ANNOTATION] = device if sharing == "mps" else "none"
     return annotations
+
+
+def allocation_signature(key: bytes, uid: str, annotations: Mapping[str, str]) -> str:
+    """The signature of a pod's allocation: HMAC-SHA256 over its uid and its alloc.* annotations.
+
+    Every `alloc.aistack.io/*` annotation but the signature itself counts, sorted, so a forged
+    node, GPU, cap, device or gang record, or an allocation copied from another pod, does not
+    match.
+    """
+    signed = {
+        name: value
+        for name, value in annotations.items()
+        if name.startswith(keys.ALLOCATION_PREFIX) and name != keys.SIGNATURE_ANNOTATION
+    }
+    message = json.dumps([uid, sorted(signed.items())], separators=(",", ":")).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def signed_by(key: bytes, pod: JsonObject) -> bool:
+    """Whether the pod's allocation carries the signature `key` gives it."""
+    annotations = _annotations(pod)
+    uid = str(_metadata(pod).get("uid", ""))
+    found = annotations.get(keys.SIGNATURE_ANNOTATION, "")
+    return hmac.compare_digest(found, allocation_signature(key, uid, annotations))
 
 
 def pod_allocation(pod: JsonObject, request: Request) -> PodAllocation | None:

@@ -5,7 +5,7 @@ the driver provides through the contract (`ClusterStatus`, `Authorizer`, `Webhoo
 `Actions`); `create_probe_app` the plain-HTTP one (/metrics, /healthz, /readyz).
 """
 
-from scheduler_service.api._app import create_app
+from scheduler_service.api._app import create_app, create_webhook_app
 from scheduler_service.api._contract import (
     Actions,
     AdmissionDecision,
@@ -68,4 +68,5 @@ __all__ = [
     "WorkloadView",
     "create_app",
     "create_probe_app",
+    "create_webhook_app",
 ]

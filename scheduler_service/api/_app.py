@@ -10,14 +10,22 @@ from starlette.types import ASGIApp
 
 from scheduler_service.accounting import AccountingStore
 from scheduler_service.api import _routes, _usage, _webhooks
-from scheduler_service.api._contract import Actions, Authorizer, ClusterStatus, Webhooks
+from scheduler_service.api._contract import (
+    Actions,
+    Authorizer,
+    ClusterStatus,
+    Permission,
+    User,
+    Webhooks,
+)
 from scheduler_service.api._deps import Services
 from scheduler_service.api._errors import install_error_handlers
 from scheduler_service.api._limits import BodyLimit
 from scheduler_service.api._metrics import Metrics
 from scheduler_service.api._settings import ApiSettings
+from scheduler_service.core import Plan, Snapshot
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_webhook_app"]
 
 _DESCRIPTION = """\
 The AI-Stack scheduler's view of the GPU pool: queues with their quota, fair share and usage;
@@ -42,6 +50,7 @@ def create_app(
     metrics: Metrics | None = None,
     dashboard: Callable[[Services], ASGIApp] | None = None,
     accounting: AccountingStore | None = None,
+    serve_webhooks: bool = True,
 ) -> FastAPI:
     """The HTTPS app: the REST API under /api/v1 and the admission webhooks under /webhooks.
 
@@ -51,6 +60,8 @@ def create_app(
     count their decisions in it. When `dashboard` is given, the app it builds on the same
     services is mounted under /ui (scheduler_service.dashboard), and / leads there.
     `accounting` serves usage reports and workload histories (None: those routes answer 503).
+    Without `serve_webhooks` the webhooks are left to `create_webhook_app` on a port of their
+    own (one that only the API server's client certificate may call).
     """
     app = FastAPI(
         title="AI-Stack scheduler",
@@ -73,10 +84,57 @@ def create_app(
     app.add_middleware(BodyLimit)
     app.include_router(_routes.router)
     app.include_router(_usage.router)
-    app.include_router(_webhooks.router)
+    if serve_webhooks:
+        app.include_router(_webhooks.router)
     if dashboard is not None:
         app.mount("/ui", dashboard(app.state.services))
         app.add_api_route(
             "/", lambda: RedirectResponse("/ui/", status_code=307), include_in_schema=False
         )
     return app
+
+
+def create_webhook_app(webhooks: Webhooks, *, metrics: Metrics | None = None) -> FastAPI:
+    """The admission webhooks alone, under /webhooks, for a port that requires client certs.
+
+    The API server calls them; `aistack serve --webhook-client-ca` serves this app on
+    `--webhook-port` with TLS that refuses any client without a certificate of that CA.
+    """
+    app = FastAPI(
+        title="AI-Stack scheduler webhooks",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.state.services = Services(
+        settings=ApiSettings(auth=False),
+        status=lambda: ClusterStatus(snapshot=Snapshot(), plan=Plan()),
+        authorizer=_NoAuthorizer(),
+        webhooks=webhooks,
+        actions=_NoActions(),
+        metrics=metrics,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit)
+    app.include_router(_webhooks.router)
+    return app
+
+
+class _NoAuthorizer:
+    """The webhook app authorises nothing: its callers are proven by their TLS certificate."""
+
+    def authenticate(self, token: str) -> User | None:
+        del token
+        return None
+
+    def allowed(self, user: User, permission: Permission) -> bool:
+        del user, permission
+        return False
+
+
+class _NoActions:
+    """The webhook app carries out no user action."""
+
+    def delete_workload(self, name: str) -> None:
+        raise KeyError(name)

@@ -199,8 +199,9 @@ def explain(namespace: str, pod: str, view: ViewDep, access: AccessDep) -> Expla
     if owner is None or owner not in view.workloads:
         raise ApiError(
             404,
-            f"pod {pod!r} in namespace {namespace!r} is not managed by the scheduler or does not "
-            "exist; a managed pod has the label aistack.io/queue (check with `kubectl get pod "
-            f"{pod} -n {namespace} --show-labels`)",
+            f"pod {pod!r} in namespace {namespace!r} is not managed by the scheduler, has ended, "
+            "or does not exist; a managed pod has the label aistack.io/queue (check with "
+            f"`kubectl get pod {pod} -n {namespace} --show-labels`), and a pod the scheduler "
+            "stopped says why in its status message",
         )
     return view.explain(namespace, pod, view.workloads[owner])

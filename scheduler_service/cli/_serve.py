@@ -16,6 +16,7 @@ from scheduler_service.kube import (
     serve,
     with_accounting_url,
 )
+from scheduler_service.kube._driver import signing_key
 
 __all__ = ["add_serve_parser", "run_serve_command"]
 
@@ -37,6 +38,17 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster)")
     serve.add_argument(
+        "--webhook-port",
+        type=int,
+        help="serve the admission webhooks on this port, not --port (with --webhook-client-ca)",
+    )
+    serve.add_argument(
+        "--webhook-client-ca",
+        type=Path,
+        help="CA (PEM) of the client certificate the API server presents to webhooks: on "
+        "--webhook-port only its clients get through (docs/security.md)",
+    )
+    serve.add_argument(
         "--accounting-url",
         default=os.environ.get("AISTACK_ACCOUNTING_URL") or None,
         help="accounting store, sqlite:///<path> or postgresql://... (default: the settings' "
@@ -55,10 +67,25 @@ def run_serve_command(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         if args.accounting_url:
             settings = with_accounting_url(settings, args.accounting_url)
+        signing_key(settings.allocation_key_file)  # unreadable or short: refused now
     except SettingsError as error:
         print(f"aistack serve: error: {error}", file=sys.stderr)
         return 2
-    for path in (args.tls_cert, args.tls_key, args.kubeconfig):
+    if (args.webhook_port is None) != (args.webhook_client_ca is None):
+        print(
+            "aistack serve: error: give --webhook-port and --webhook-client-ca together (a "
+            "webhook port open to any client would protect nothing)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.webhook_port is not None and args.webhook_port in {args.port, args.metrics_port}:
+        print(
+            f"aistack serve: error: --webhook-port {args.webhook_port} is taken by --port or "
+            "--metrics-port; choose another",
+            file=sys.stderr,
+        )
+        return 2
+    for path in (args.tls_cert, args.tls_key, args.kubeconfig, args.webhook_client_ca):
         if path is not None and not path.is_file():
             print(f"aistack serve: error: {path} does not exist or is not a file", file=sys.stderr)
             return 2
@@ -69,6 +96,8 @@ def run_serve_command(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         host=args.host,
         kubeconfig=args.kubeconfig,
+        webhook_port=args.webhook_port,
+        webhook_client_ca=args.webhook_client_ca,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings, options)

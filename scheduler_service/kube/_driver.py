@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import urllib3
@@ -41,7 +42,7 @@ from scheduler_service.kube._ledger import (
 )
 from scheduler_service.kube._reflector import Reflector, Relisted, Watched
 from scheduler_service.kube._reservations import ReservationIntents, Reservations, SliceFinish
-from scheduler_service.kube._settings import ServiceSettings
+from scheduler_service.kube._settings import ServiceSettings, SettingsError
 from scheduler_service.translate import (
     NodeError,
     QueueError,
@@ -116,6 +117,7 @@ class ClusterDriver:
         self._is_leader = is_leader
         self._metrics = metrics or _NoMetrics()
         self._clock = clock
+        key = signing_key(settings.allocation_key_file)
         self._ledger = PodLedger(
             pool_label=settings.pool_label,
             policy=settings.policy.to_policy(),
@@ -123,6 +125,7 @@ class ClusterDriver:
             gang_assembly_timeout_seconds=settings.gang_assembly_timeout_seconds,
             gpu_sharing=settings.gpu_sharing.to_sharing(),
             gpu_reservations=settings.gpu_reservations.enabled,
+            signing_key=key,
         )
         reserving = settings.gpu_reservations
         self._reservations = (
@@ -132,6 +135,7 @@ class ClusterDriver:
                 service_account=reserving.service_account,
                 sharing=settings.gpu_sharing.to_sharing(),
                 linger_seconds=reserving.linger_seconds,
+                signing_key=key,
             )
             if reserving.enabled
             else None
@@ -760,6 +764,25 @@ class ClusterDriver:
             if namespaces:
                 found[obj["metadata"]["name"]] = namespaces
         return found
+
+
+def signing_key(path: Path | None) -> bytes | None:
+    """The allocation signing key in `path`, None without one.
+
+    Raises:
+        SettingsError: The file cannot be read, or holds fewer than 32 bytes.
+    """
+    if path is None:
+        return None
+    try:
+        key = path.read_bytes().strip()
+    except OSError as error:
+        raise SettingsError(f"cannot read allocation_key_file {path}: {error.strerror}") from error
+    if len(key) < 32:
+        raise SettingsError(
+            f"allocation_key_file {path} holds {len(key)} bytes; give at least 32 random bytes"
+        )
+    return key
 
 
 def _gpu_holding(pod: dict[str, Any]) -> dict[str, Any]:

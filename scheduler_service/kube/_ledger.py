@@ -63,6 +63,7 @@ from scheduler_service.translate import (
     PodRequestError,
     QueueError,
     allocation_annotations,
+    allocation_signature,
     held_gpus,
     node_from_k8s,
     parse_pod_request,
@@ -70,11 +71,13 @@ from scheduler_service.translate import (
     queue_from_k8s,
     queue_namespaces,
     runtime_gpu_ids,
+    signed_by,
     some_names,
 )
 
 __all__ = [
     "DEADLINE_EXCEEDED",
+    "FORGED_ALLOCATION",
     "GANG_FULL",
     "GANG_INCOMPLETE",
     "GANG_MEMBER_LOST",
@@ -101,6 +104,8 @@ GANG_INCOMPLETE = "GangIncomplete"
 """Why the pods of a gang that stayed incomplete too long are stopped."""
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 """Why a waiting pod whose activeDeadlineSeconds passed is stopped (the kubelet's own word)."""
+FORGED_ALLOCATION = "ForgedAllocation"
+"""Why a pod whose allocation annotations the scheduler did not sign is stopped."""
 GANG_FULL = "GangFull"
 """Why a pod that joins a gang already placed with all its pods is stopped."""
 GATE_REMOVED = "GateRemoved"
@@ -288,6 +293,8 @@ class _Pod:
     gang_dns: bool = False
     workflow: str = ""
     """The Argo Workflow that made the pod ("" for other pods)."""
+    forged: bool = False
+    """It carries an allocation the scheduler did not sign: not trusted, and stopped."""
 
     @property
     def live(self) -> bool:
@@ -299,7 +306,7 @@ class _Pod:
         return self.phase == "Failed" and self.disrupted_at is not None
 
 
-def _pod_facts(pod: JsonObject) -> _Pod:
+def _pod_facts(pod: JsonObject, key: bytes | None = None) -> _Pod:
     metadata: JsonObject = pod["metadata"]
     spec: JsonObject = pod.get("spec") or {}
     status: JsonObject = pod.get("status") or {}
@@ -313,6 +320,9 @@ def _pod_facts(pod: JsonObject) -> _Pod:
     except PodRequestError as problem:
         error = str(problem)
     allocation = pod_allocation(pod, request.request) if request is not None else None
+    forged = False
+    if key is not None and keys.NODE_ANNOTATION in annotations and not signed_by(key, pod):
+        allocation, forged = None, True
     if request is not None and allocation is not None:
         # The hostname selector is the service's own addition at release, not the user's wish.
         selector = tuple(kv for kv in request.node_selector if kv[0] != "kubernetes.io/hostname")
@@ -346,7 +356,7 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         error=error,
         allocation=allocation,
         admitted_at=parse_time(annotations.get(keys.ADMITTED_AT_ANNOTATION)),
-        gang_record=record,
+        gang_record=None if forged else record,
         message=message,
         owner=_controller(metadata),
         queue=labels.get(keys.QUEUE_LABEL, ""),
@@ -359,6 +369,7 @@ def _pod_facts(pod: JsonObject) -> _Pod:
         else None,
         gang_dns=labels.get(keys.GANG_DNS_LABEL) == "true",
         workflow=labels.get(_ARGO_WORKFLOW_LABEL, ""),
+        forged=forged,
     )
 
 
@@ -441,14 +452,19 @@ class PodLedger:
         gang_assembly_timeout_seconds: float = 600,
         gpu_sharing: GpuSharing | None = None,
         gpu_reservations: bool = False,
+        signing_key: bytes | None = None,
     ) -> None:
         """A ledger with nothing seen yet; the settings are `ServiceSettings`' of the same name.
 
         With `gpu_reservations`, a released slice's device is left for `_reservations` to write.
+        With `signing_key`, every allocation it writes is signed, and a pod whose allocation is
+        not (a forgery, where the chart's pod policy is missing) is stopped, never counted.
         """
         self._pool_label = pool_label
         self._sharing = gpu_sharing or GpuSharing()
         self._reservations = gpu_reservations
+        self._key = signing_key
+        """Signs the allocations it writes; with it, an unsigned one is forged (None: off)."""
         self._grace = eviction_grace_seconds
         self._assembly_timeout = gang_assembly_timeout_seconds
         self._prefix = keys.EVICTION_MESSAGE_PREFIX
@@ -483,7 +499,7 @@ class PodLedger:
 
     def pod_changed(self, pod: JsonObject) -> None:
         """A managed pod was added or modified (or a patch returned it)."""
-        facts = _pod_facts(pod)
+        facts = _pod_facts(pod, self._key)
         old = self._pods.get(facts.uid)
         if old is not None and _newer(old.resource_version, facts.resource_version):
             return  # a stale copy (a watch event older than a patch response we already have)
@@ -792,6 +808,20 @@ class PodLedger:
         holding = tuple(p for p in members if p.live or self._still_draining(key, p))
         if not holding:
             return _Derived(members=members)
+        forged = [p for p in live if p.forged and not p.deleting]
+        if forged:
+            everyone = tuple(p for p in live if not p.deleting)
+            text = (
+                f"pod {forged[0].name} carries an allocation the scheduler did not write (its "
+                f"{keys.SIGNATURE_ANNOTATION} does not match the service's key), so it could "
+                "hold GPUs the scheduler gave others; create it again to wait in queue "
+                f"{forged[0].queue or '(none)'}"
+            )
+            return _Derived(
+                members=everyone,
+                stop=_Stop(FORGED_ALLOCATION, self._prefix + text),
+                to_stop=everyone,
+            )
         if all(p.allocation is None for p in holding):
             overdue = self._overdue(key, live) or self._ungated(key, live)
             if overdue is not None:
@@ -1175,6 +1205,10 @@ class PodLedger:
         )
         if record is not None:
             annotations[keys.GANG_ALLOCATION_ANNOTATION] = _gang_record_text(record)
+        if self._key is not None:
+            annotations[keys.SIGNATURE_ANNOTATION] = allocation_signature(
+                self._key, pod.uid, annotations
+            )
         labels = dict(node.labels) if node is not None else {}
         hostname = labels.get("kubernetes.io/hostname", allocation.node)
         return PodRelease(

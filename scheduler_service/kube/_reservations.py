@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.gpu_sharing import MECHANISMS, GpuSharing, Mechanism
-from scheduler_service.translate import device_annotations
+from scheduler_service.translate import allocation_signature, device_annotations
 
 __all__ = [
     "RESERVATION_CONTAINER",
@@ -89,6 +89,8 @@ class _Slice:
     sharing: str
     gates: tuple[str, ...]
     message: str
+    allocation: Mapping[str, str]
+    """Its alloc.aistack.io/* annotations (signed again with the device added)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +120,20 @@ class Reservations:
         service_account: str,
         sharing: GpuSharing,
         linger_seconds: float = 30.0,
+        signing_key: bytes | None = None,
     ) -> None:
         """Reservation pods live in `namespace` and run `image` as `service_account`.
 
         One that no slice needs any more is deleted after `linger_seconds`, so a GPU whose
-        slices come and go keeps its device.
+        slices come and go keeps its device. With `signing_key` the allocation a slice's device
+        completes is signed again, as the ledger signs what it writes.
         """
         self.namespace = namespace
         self._image = image
         self._service_account = service_account
         self._sharing = sharing
         self._linger = linger_seconds
+        self._key = signing_key
         self._slices: dict[str, _Slice] = {}
         self._reservations: dict[str, _Reservation] = {}
         self._unneeded_since: dict[str, float] = {}
@@ -173,6 +178,9 @@ class Reservations:
             sharing=annotations.get(keys.GPU_SHARING_ANNOTATION, "none"),
             gates=gates,
             message=str(message),
+            allocation={
+                k: v for k, v in annotations.items() if k.startswith(keys.ALLOCATION_PREFIX)
+            },
         )
 
     def slice_deleted(self, pod: JsonObject) -> None:
@@ -249,6 +257,10 @@ class Reservations:
     def _finish(self, piece: _Slice, device: str) -> SliceFinish:
         sharing: Mechanism = next((m for m in MECHANISMS if m == piece.sharing), "none")
         annotations = device_annotations(device, sharing=sharing, uses_mps=self._sharing.uses_mps)
+        if self._key is not None:
+            annotations[keys.SIGNATURE_ANNOTATION] = allocation_signature(
+                self._key, piece.uid, {**piece.allocation, **annotations}
+            )
         return SliceFinish(
             namespace=piece.namespace,
             name=piece.name,

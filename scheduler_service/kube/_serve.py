@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,13 @@ from kubernetes.client import ApiClient, Configuration
 from starlette.types import ASGIApp
 
 from scheduler_service.accounting import AccountingStore
-from scheduler_service.api import Metrics, Services, create_app, create_probe_app
+from scheduler_service.api import (
+    Metrics,
+    Services,
+    create_app,
+    create_probe_app,
+    create_webhook_app,
+)
 from scheduler_service.dashboard import create_dashboard
 from scheduler_service.kube._accountant import Accountant
 from scheduler_service.kube._auth import KubeAuthorizer
@@ -48,6 +55,10 @@ class ServeOptions:
     metrics_port: int = 9090
     host: str = "0.0.0.0"  # a pod serves on all its interfaces
     kubeconfig: Path | None = None
+    webhook_port: int | None = None
+    """Serve the webhooks on this port instead, to callers with a certificate of
+    `webhook_client_ca` only (the API server, set up to present one)."""
+    webhook_client_ca: Path | None = None
 
 
 def api_client(kubeconfig: Path | None, *, pool_size: int) -> ApiClient:
@@ -106,6 +117,7 @@ def serve(settings: ServiceSettings, options: ServeOptions) -> None:
         actions=driver,
         metrics=metrics,
         dashboard=_dashboard(settings),
+        serve_webhooks=options.webhook_client_ca is None,
         accounting=store,
     )
     probes = create_probe_app(unready=driver.unready_reason, metrics=metrics)
@@ -115,7 +127,10 @@ def serve(settings: ServiceSettings, options: ServeOptions) -> None:
         accountant.start()
     driver.start()
     try:
-        asyncio.run(_serve_both(app, probes, options))
+        hooks = None
+        if options.webhook_client_ca is not None:
+            hooks = create_webhook_app(driver.webhooks, metrics=metrics)
+        asyncio.run(_serve_all(app, probes, hooks, options))
     finally:
         driver.stop()
         if accountant is not None:
@@ -133,7 +148,9 @@ def _dashboard(settings: ServiceSettings) -> Callable[[Services], ASGIApp] | Non
     return functools.partial(create_dashboard, settings.dashboard)
 
 
-async def _serve_both(app: FastAPI, probes: FastAPI, options: ServeOptions) -> None:
+async def _serve_all(
+    app: FastAPI, probes: FastAPI, hooks: FastAPI | None, options: ServeOptions
+) -> None:
     https = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -150,7 +167,31 @@ async def _serve_both(app: FastAPI, probes: FastAPI, options: ServeOptions) -> N
     plain = uvicorn.Server(
         uvicorn.Config(probes, host=options.host, port=options.metrics_port, log_level="warning")
     )
+    servers = [https.serve(), plain.serve()]
+    if hooks is not None:
+        assert options.webhook_port is not None
+        assert options.webhook_client_ca is not None
+        # The TLS handshake itself refuses a client without a certificate of the CA.
+        webhooks = uvicorn.Server(
+            uvicorn.Config(
+                hooks,
+                host=options.host,
+                port=options.webhook_port,
+                ssl_certfile=str(options.tls_cert),
+                ssl_keyfile=str(options.tls_key),
+                ssl_ca_certs=str(options.webhook_client_ca),
+                ssl_cert_reqs=ssl.CERT_REQUIRED,
+                log_level="warning",
+            )
+        )
+        servers.append(webhooks.serve())
     _log.info(
-        "serving HTTPS on %s:%d, metrics on :%d", options.host, options.port, options.metrics_port
+        "serving HTTPS on %s:%d, metrics on :%d%s",
+        options.host,
+        options.port,
+        options.metrics_port,
+        f", webhooks on :{options.webhook_port} to {options.webhook_client_ca}'s clients only"
+        if hooks is not None
+        else "",
     )
-    await asyncio.gather(https.serve(), plain.serve())
+    await asyncio.gather(*servers)

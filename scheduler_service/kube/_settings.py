@@ -177,6 +177,12 @@ class ServiceSettings(_Strict):
     policy: PolicySettings = PolicySettings()
     gpu_sharing: GpuSharingSettings = GpuSharingSettings()
     gpu_reservations: GpuReservationSettings = GpuReservationSettings()
+    allocation_key_file: Path | None = Field(
+        None,
+        description="a file holding the key the service signs every allocation it writes with "
+        "(HMAC-SHA256; any bytes, 32 or more); with it, a pod whose allocation annotations "
+        "were not signed with it is stopped, never counted (the chart makes one)",
+    )
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     api: ApiSettings = ApiSettings()
     dashboard: DashboardSettings = DashboardSettings()

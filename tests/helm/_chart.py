@@ -126,16 +126,17 @@ def sha256(text: str) -> str:
 
 
 _GENERATED = re.compile(
-    r"^(\s*(?:tls\.crt|tls\.key|ca\.crt|caBundle|checksum/tls): )\S+$", re.MULTILINE
+    r"^(\s*(?:tls\.crt|tls\.key|ca\.crt|caBundle|checksum/tls|allocation\.key): )\S+$",
+    re.MULTILINE,
 )
 
 
 def normalise(text: str) -> str:
-    """`text` with certificate material replaced by a placeholder.
+    """`text` with certificate material (and the allocation key) replaced by a placeholder.
 
-    Helm generates a new CA and certificate on every render (its `lookup` finds no Secret
-    outside a cluster), so goldens compare everything but those bytes and the checksum of them
-    that restarts the pods; the webhook tests check that they fit together.
+    Helm generates a new CA, certificate and allocation key on every render (its `lookup`
+    finds no Secret outside a cluster), so goldens compare everything but those bytes and the
+    checksum of them that restarts the pods; the webhook tests check that they fit together.
     """
     return _GENERATED.sub(r"\1<certificate material>", text)
 

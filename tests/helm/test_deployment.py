@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import posixpath
 from pathlib import Path
 
@@ -39,6 +40,7 @@ COMMAND = [
 
 DEFAULT_CONFIG = {
     "pool_label": "aistack.io/pool",
+    "allocation_key_file": "/etc/aistack/allocation.key",
     "cycle_interval_seconds": 1,
     "eviction_grace_seconds": 30,
     "gang_assembly_timeout_seconds": 600,
@@ -273,3 +275,22 @@ def test_optional_service_settings_reach_config_yaml_only_when_set() -> None:
     assert config["parallel_requests"] == 64
     assert "messages_per_cycle" not in config
     assert "parallel_requests" not in config_of(render())
+
+
+def test_the_allocation_key_is_the_chart_s_kept_secret_or_the_one_given() -> None:
+    manifests = render()
+    secret = find(manifests, "Secret", f"{RELEASE}-allocation-key")
+    assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert len(base64.b64decode(secret["data"]["allocation.key"])) == 64
+    sources = _pod(manifests)["volumes"][0]["projected"]["sources"]
+    assert {
+        "secret": {
+            "name": f"{RELEASE}-allocation-key",
+            "items": [{"key": "allocation.key", "path": "allocation.key"}],
+        }
+    } in sources
+
+    given = render(set_json=['allocationKey={"existingSecret": "my-key"}'])
+    assert kinds(given, "Secret", f"{RELEASE}-allocation-key") == []
+    sources = _pod(given)["volumes"][0]["projected"]["sources"]
+    assert any(s.get("secret", {}).get("name") == "my-key" for s in sources)

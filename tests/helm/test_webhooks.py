@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import json
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from scheduler_service import cli
+from scheduler_service.cli import _serve as serve_cli
 from tests.helm._chart import (
     NAMESPACE,
     RELEASE,
@@ -40,7 +44,11 @@ def _serving_secret_name(manifests: list[Manifest]) -> str:
     """The Secret whose tls.crt/tls.key the service's --tls-cert/--tls-key read."""
     pod = find(manifests, "Deployment")["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
-    (secret,) = [s["secret"] for s in volume["projected"]["sources"] if "secret" in s]
+    (secret,) = [
+        s["secret"]
+        for s in volume["projected"]["sources"]
+        if "secret" in s and s["secret"]["items"][0]["key"] != "allocation.key"
+    ]
     return str(secret["name"])
 
 
@@ -230,8 +238,8 @@ def test_generated_certificate_is_served_and_trusted() -> None:
 
 def test_two_installs_get_different_certificates() -> None:
     """Nothing is baked into the chart: each install (no Secret to look up) generates its own."""
-    first = find(render(), "Secret")["data"]["ca.crt"]
-    second = find(render(set_json=["podLabels={}"]), "Secret")["data"]["ca.crt"]
+    first = find(render(), "Secret", f"{RELEASE}-tls")["data"]["ca.crt"]
+    second = find(render(set_json=["podLabels={}"]), "Secret", f"{RELEASE}-tls")["data"]["ca.crt"]
 
     assert first != second
 
@@ -241,7 +249,7 @@ def test_cert_manager_issues_the_secret_and_injects_the_ca() -> None:
     certificate = find(manifests, "Certificate")
     issuer = find(manifests, "Issuer")
 
-    assert kinds(manifests, "Secret") == []
+    assert kinds(manifests, "Secret", f"{RELEASE}-tls") == []
     assert certificate["spec"]["secretName"] == _serving_secret_name(manifests)
     assert certificate["spec"]["dnsNames"] == DNS_NAMES
     assert certificate["spec"]["issuerRef"] == {
@@ -273,7 +281,7 @@ def test_an_existing_secret_is_mounted_and_its_ca_given_to_the_webhooks() -> Non
     manifests = render(TESTDATA / "existing-secret.values.yaml")
     webhooks = _webhooks(manifests)
 
-    assert kinds(manifests, "Secret") == []
+    assert kinds(manifests, "Secret", f"{RELEASE}-tls") == []
     assert kinds(manifests, "Certificate") == []
     assert _serving_secret_name(manifests) == "aistack-webhook-tls"
     bundles = {hook["clientConfig"]["caBundle"] for hook in webhooks.values()}
@@ -304,7 +312,7 @@ def _pod_annotations(manifests: list[Manifest]) -> dict[str, str]:
 def test_pods_restart_when_the_generated_certificate_changes() -> None:
     """The service loads its certificate at start; the Deployment names the one it must load."""
     manifests = render()
-    served = find(manifests, "Secret")["data"]["tls.crt"]
+    served = find(manifests, "Secret", f"{RELEASE}-tls")["data"]["tls.crt"]
 
     assert _pod_annotations(manifests)["checksum/tls"] == sha256(served)
 
@@ -338,3 +346,43 @@ def test_the_pod_policy_exempts_exactly_the_scheduler_s_service_account() -> Non
             "policyName": f"{RELEASE}-pod-contract",
             "validationActions": ["Deny"],
         }
+
+
+CLIENT_CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+
+def test_with_a_client_ca_the_webhooks_take_only_the_api_server_on_their_own_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manifests = render(set_json=[f"webhook.clientCA={json.dumps(CLIENT_CA)}"])
+
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for hook in find(manifests, kind)["webhooks"]:
+            assert hook["clientConfig"]["service"]["port"] == 9443
+    service = find(manifests, "Service", RELEASE)
+    assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} >= {("webhooks", 9443)}
+    scheduler = container(manifests)
+    assert {(p["name"], p["containerPort"]) for p in scheduler["ports"]} >= {("webhooks", 9443)}
+    config = find(manifests, "ConfigMap", RELEASE)["data"]
+    assert config["webhook-client-ca.crt"] == CLIENT_CA
+    # The command is one the real CLI accepts, with the CA where the volume puts it.
+    seen: list[argparse.Namespace] = []
+
+    def record(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(serve_cli, "run_serve_command", record)
+    assert cli.main(scheduler["command"][1:]) == 0
+    (args,) = seen
+    assert (args.webhook_port, str(args.webhook_client_ca)) == (
+        9443,
+        "/etc/aistack/webhook-client-ca.crt",
+    )
+
+
+def test_without_a_client_ca_the_webhooks_share_the_api_port() -> None:
+    manifests = render()
+    for hook in find(manifests, "MutatingWebhookConfiguration")["webhooks"]:
+        assert hook["clientConfig"]["service"]["port"] == 443
+    assert "--webhook-port" not in container(manifests)["command"]

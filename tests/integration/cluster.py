@@ -392,6 +392,12 @@ class ManagedProcess:
                 raise self.start_error(f"not ready after {timeout:.0f}s")
             time.sleep(0.1)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would end it; waits until it has exited."""
+        if self.running:
+            self._popen.kill()
+            self._popen.wait()
+
     def stop(self, grace_seconds: float = _STOP_TIMEOUT_SECONDS) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `grace_seconds`. Idempotent."""
         if not self.running:
@@ -683,6 +689,10 @@ class TestCluster:
         self.log_dir = self.workdir / "logs"
         self.ca = make_ca("aistack-test-cluster-ca")
         self.ca_path = self.workdir / "pki" / "ca.crt"
+        self.webhook_client_ca = make_ca("aistack-test-webhook-client-ca")
+        self.webhook_client_ca_path = self.workdir / "pki" / "webhook-client-ca.crt"
+        """The CA of the client certificate the API server presents to every webhook (through
+        its admission configuration), as a cluster admin sets it up for the service."""
         self.tokens: dict[str, str] = {
             user: secrets.token_urlsafe(24) for user in (ADMIN, *RESEARCHERS, SERVICE_USER)
         }
@@ -734,6 +744,21 @@ class TestCluster:
         self.argo = None
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def crash_apiserver(self, down_seconds: float = 0.0) -> None:
+        """SIGKILL kube-apiserver, keep it down `down_seconds`, start it again on its port.
+
+        etcd keeps the data; every client (the service, kube-scheduler, kwok) must reconnect.
+        """
+        old = self.processes["kube-apiserver"]
+        old.kill()
+        time.sleep(down_seconds)
+        process = self._spawn("kube-apiserver", old.argv)
+        context = ssl.create_default_context(cafile=str(self.ca_path))
+        admin_token = self.tokens[ADMIN]
+        process.wait_ready(
+            lambda: _http_ok(f"{self.server}/readyz", context=context, token=admin_token)
+        )
 
     def log_paths(self) -> dict[str, Path]:
         """Each started process's log file, by process name."""
@@ -805,10 +830,12 @@ class TestCluster:
                 f'{token},{user},{user},"{groups[user]}"\n' for user, token in self.tokens.items()
             )
         )
+        admission = self._webhook_client_admission(pki)
         port = free_port()
         self.server = f"https://127.0.0.1:{port}"
         argv = [
             str(binary),
+            f"--admission-control-config-file={admission}",
             f"--etcd-servers={self._etcd_url}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
@@ -912,6 +939,55 @@ class TestCluster:
     def api_client(self, user: str = ADMIN) -> ApiClient:
         """A new `ApiClient` authenticated as `user`; the caller closes it."""
         return ApiClient(self.configuration(user))
+
+    def _webhook_client_admission(self, pki: Path) -> Path:
+        """The API server's admission configuration: a client certificate for every webhook.
+
+        A kubeconfig whose user "*" holds a certificate of `webhook_client_ca` (its own CA,
+        not the cluster's, so that it is good for nothing but webhook calls), as the
+        Kubernetes documentation describes for authenticating the API server to webhooks.
+        """
+        self.webhook_client_ca_path.write_bytes(self.webhook_client_ca.cert_pem)
+        client = issue_cert(
+            self.webhook_client_ca, hosts=["kube-apiserver"], common_name="kube-apiserver"
+        ).write(pki, "webhook-client")
+        kubeconfig = pki / "webhook-client.kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "users": [
+                        {
+                            "name": "*",
+                            "user": {
+                                "client-certificate": str(client.cert),
+                                "client-key": str(client.key),
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        webhook = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        admission = pki / "admission.yaml"
+        admission.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apiserver.config.k8s.io/v1",
+                    "kind": "AdmissionConfiguration",
+                    "plugins": [
+                        {"name": "ValidatingAdmissionWebhook", "configuration": webhook},
+                        {"name": "MutatingAdmissionWebhook", "configuration": webhook},
+                    ],
+                }
+            )
+        )
+        return admission
 
     def write_kubeconfig(self, path: Path, user: str = ADMIN, namespace: str = "default") -> Path:
         """Write a kubeconfig for `user` (token auth) to `path`, e.g. for a Go subprocess."""

@@ -84,9 +84,15 @@ class RunningService:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.metrics_port = free_port()
+        self.webhook_port = free_port()
         self.cert = issue_cert(self.cluster.ca, hosts=["127.0.0.1", "localhost"]).write(
             self.workdir, "serving"
         )
+        # Every test service signs its allocations, as the chart's does; replicas share the key
+        # (the chart's Secret), so one per cluster.
+        key_path = cluster.workdir / "allocation.key"
+        if not key_path.exists():
+            key_path.write_text(secrets.token_hex(32))
         self.config_path = self.workdir / "config.yaml"
         self.config_path.write_text(
             yaml.safe_dump(
@@ -102,6 +108,7 @@ class RunningService:
                         "renew_deadline_seconds": 3,
                         "retry_period_seconds": 1,
                     },
+                    "allocation_key_file": str(key_path),
                     **(config or {}),
                 }
             )
@@ -120,6 +127,11 @@ class RunningService:
         """The HTTPS base URL of the API."""
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def webhook_url(self) -> str:
+        """The HTTPS base URL of the webhooks (client certificates of the API server only)."""
+        return f"https://127.0.0.1:{self.webhook_port}"
+
     def start(self) -> None:
         """Start the process and wait until it has listed the cluster."""
         if self.process is not None and self.process.running:
@@ -133,6 +145,10 @@ class RunningService:
             f"--tls-key={self.cert.key}",
             f"--port={self.port}",
             f"--metrics-port={self.metrics_port}",
+            # The webhooks take only the API server's client certificate, as a cluster with
+            # the chart's webhook.clientCA set up has it (docs/security.md).
+            f"--webhook-port={self.webhook_port}",
+            f"--webhook-client-ca={self.cluster.webhook_client_ca_path}",
             "--host=127.0.0.1",
         ]
         env = {"POD_NAMESPACE": SERVICE_NAMESPACE, "POD_NAME": self.name}
@@ -140,6 +156,11 @@ class RunningService:
         self.process = ManagedProcess(self.name, argv, log, env)
         self.process.wait_ready(lambda: self._ok(f"http://127.0.0.1:{self.metrics_port}/readyz"))
         self.process.wait_ready(lambda: self._ok(f"{self.url}/docs", tls=True))
+
+    def kill(self) -> None:
+        """SIGKILL the process, as a crash would; the webhooks stay registered."""
+        if self.process is not None:
+            self.process.kill()
 
     def stop(self) -> None:
         """Stop the process (SIGTERM); the webhooks stay registered, as in a real outage."""
@@ -211,7 +232,7 @@ class RunningService:
             configuration["metadata"] = {"name": _WEBHOOK_NAME}
             for hook in configuration["webhooks"]:
                 path = hook["clientConfig"]["service"]["path"]
-                hook["clientConfig"] = {"url": f"{self.url}{path}", "caBundle": ca_bundle}
+                hook["clientConfig"] = {"url": f"{self.webhook_url}{path}", "caBundle": ca_bundle}
                 hook["timeoutSeconds"] = 5
             with contextlib.suppress(ApiException):
                 delete(_WEBHOOK_NAME)

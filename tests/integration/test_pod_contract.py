@@ -11,7 +11,13 @@ import json
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    ApiClient,
+    CoreV1Api,
+    CustomObjectsApi,
+    V1ObjectMeta,
+)
 from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
@@ -20,6 +26,8 @@ from tests.integration.pods import is_gated, pods_in, pool_nodes, read
 from tests.integration.service import make_queue, managed_pod
 
 MERGE = "application/merge-patch+json"
+POLICY = "aistack-pod-contract"
+"""The chart's pod policy and its binding, as the test service applied them."""
 
 
 def waiting_pod(core: CoreV1Api, namespace: str, admin: ApiClient, name: str) -> dict[str, Any]:
@@ -36,6 +44,10 @@ def waiting_pod(core: CoreV1Api, namespace: str, admin: ApiClient, name: str) ->
             {"metadata": {"annotations": {keys.NODE_ANNOTATION: "n1", keys.GPUS_ANNOTATION: "0"}}},
             "annotations alloc.aistack.io/* are the scheduler's record",
         ),
+        (
+            {"metadata": {"annotations": {keys.GANG_ALLOCATION_ANNOTATION: '{"p":{"node":"n1"}}'}}},
+            "annotations alloc.aistack.io/* are the scheduler's record",
+        ),
         ({"spec": {"schedulingGates": None}}, "only the scheduler removes the scheduling gates"),
         (
             {"metadata": {"labels": {keys.QUEUE_LABEL: "another"}}},
@@ -47,7 +59,14 @@ def waiting_pod(core: CoreV1Api, namespace: str, admin: ApiClient, name: str) ->
             "cannot change after it is created",
         ),
     ],
-    ids=["forged-allocation", "gate-removed", "queue-changed", "unmanaged", "priority-raised"],
+    ids=[
+        "forged-allocation",
+        "forged-gang-record",
+        "gate-removed",
+        "queue-changed",
+        "unmanaged",
+        "priority-raised",
+    ],
 )
 def test_an_edit_around_the_scheduler_is_refused_and_changes_nothing(
     core: CoreV1Api, namespace: str, admin_client: ApiClient, patch: dict[str, Any], says: str
@@ -113,3 +132,72 @@ def test_a_queue_that_names_its_namespaces_takes_no_pods_of_others(
     assert message.startswith("403 admission webhook")
     assert f"queue '{queue}' takes pods of namespace(s) someone-else only" in message
     assert f"not of '{namespace}'" in message
+
+
+def test_where_the_policy_is_missing_a_gate_lifted_by_hand_stops_the_pod(
+    core: CoreV1Api, namespace: str, admin_client: ApiClient
+) -> None:
+    admission = AdmissionregistrationV1Api(admin_client)
+    binding = admission.read_validating_admission_policy_binding(POLICY)
+    admission.delete_validating_admission_policy_binding(POLICY)
+    try:
+        waiting_pod(core, namespace, admin_client, "p")
+
+        def lifted() -> bool:
+            try:
+                core.patch_namespaced_pod(
+                    "p", namespace, {"spec": {"schedulingGates": None}}, _content_type=MERGE
+                )
+            except ApiException as refused:
+                if refused.status != 403:  # 403: the API server still has the policy cached
+                    raise
+                return False
+            return True
+
+        wait_for("the API server to forget the policy's binding", lifted, bool)
+        stopped = wait_for(
+            "the service to stop the ungated pod",
+            lambda: read(core, namespace, "p"),
+            lambda pod: pod["status"].get("phase") == "Failed",
+        )
+        assert stopped["status"]["reason"] == "GateRemoved"
+        assert "was removed outside the scheduler" in stopped["status"]["message"]
+        # An allocation forged and the gate lifted with it: not signed by the scheduler.
+        waiting_pod(core, namespace, admin_client, "f")
+        core.patch_namespaced_pod(
+            "f",
+            namespace,
+            {
+                "metadata": {
+                    "annotations": {keys.NODE_ANNOTATION: "n1", keys.GPUS_ANNOTATION: "0"}
+                },
+                "spec": {"schedulingGates": None},
+            },
+            _content_type=MERGE,
+        )
+        forged = wait_for(
+            "the service to stop the pod with a forged allocation",
+            lambda: read(core, namespace, "f"),
+            lambda pod: pod["status"].get("phase") == "Failed",
+        )
+        assert forged["status"]["reason"] == "ForgedAllocation"
+    finally:
+        binding.metadata = V1ObjectMeta(name=POLICY)
+        admission.create_validating_admission_policy_binding(binding)
+    # The next tests need the policy back in force: a forged allocation is refused again.
+    waiting_pod(core, namespace, admin_client, "q")
+
+    def refused_again() -> bool:
+        try:
+            core.patch_namespaced_pod(
+                "q",
+                namespace,
+                {"metadata": {"annotations": {keys.NODE_ANNOTATION: "n1"}}},
+                _content_type=MERGE,
+                dry_run="All",  # admission runs, nothing is stored
+            )
+        except ApiException:
+            return True
+        return False
+
+    wait_for("the policy to be in force again", refused_again, bool)

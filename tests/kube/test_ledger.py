@@ -755,3 +755,45 @@ def test_unmanaged_pods_beyond_the_free_gpus_are_said_and_placed_work_stays() ->
     ledger.cycle(NOW + 1)
     assert ledger.unmanaged_shortfall == {"n0": 2}
     assert state_of(ledger, "team/w", NOW + 1) is WorkloadState.RUNNING
+
+
+# -- signed allocations ----------------------------------------------------------------------------
+
+KEY = b"k" * 32
+
+
+def test_what_the_ledger_writes_is_signed_and_a_forgery_is_stopped_not_counted() -> None:
+    ledger = PodLedger(pool_label=keys.POOL_LABEL, policy=Policy(), signing_key=KEY)
+    ledger.queue_changed(make_queue("a", quota=8))
+    ledger.node_changed(make_gpu_node("n0", gpus=8))
+    honest = make_pod("honest", gpus=4)
+    ledger.pod_changed(honest)
+    (placed,) = admit(ledger, [honest])
+    assert placed["metadata"]["annotations"][keys.SIGNATURE_ANNOTATION]
+    assert state_of(ledger, "team/honest") is WorkloadState.RUNNING
+
+    # Someone writes an allocation on another pod: GPUs 4-7, ungated, with no good signature.
+    forged = make_pod("forged", gpus=4)
+    forged["metadata"]["annotations"].update(
+        {keys.NODE_ANNOTATION: "n0", keys.GPUS_ANNOTATION: "4,5,6,7"}
+    )
+    forged["spec"]["schedulingGates"] = []
+    ledger.pod_changed(forged)
+    intents = ledger.cycle(NOW + 1)
+    (stop,) = intents.evictions
+    assert (stop.name, stop.cause) == ("forged", "ForgedAllocation")
+    assert "carries an allocation the scheduler did not write" in stop.message
+    # Its GPUs were never counted: another pod gets them.
+    ledger.pod_changed(stopped(forged, stop, NOW + 1))
+    other = make_pod("other", gpus=4)
+    ledger.pod_changed(other)
+    (given,) = admit(ledger, [other], NOW + 2)
+    assert given["metadata"]["annotations"][keys.GPUS_ANNOTATION] == "4,5,6,7"
+
+    # A copy of the honest pod's signed allocation on another pod does not match either.
+    copied = make_pod("copied", gpus=4)
+    copied["metadata"]["annotations"].update(
+        {k: v for k, v in placed["metadata"]["annotations"].items() if k.startswith("alloc.")}
+    )
+    ledger.pod_changed(copied)
+    assert [s.cause for s in ledger.cycle(NOW + 3).evictions] == ["ForgedAllocation"]

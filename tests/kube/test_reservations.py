@@ -10,6 +10,7 @@ from scheduler_service import cli
 from scheduler_service import pod_contract as keys
 from scheduler_service.gpu_sharing import GpuSharing
 from scheduler_service.kube._reservations import Reservations, reservation_name
+from scheduler_service.translate import signed_by
 
 GPU = "GPU-aaaa"
 OTHER = "GPU-bbbb"
@@ -170,3 +171,23 @@ def test_reserve_gpu_needs_its_pod(
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", GPU)
     assert cli.main(["reserve-gpu", "--namespace", "aistack-system"]) == 2
     assert "give the pod with --pod and --namespace" in capsys.readouterr().err
+
+
+def test_a_finished_slice_s_allocation_is_signed_again_with_its_device() -> None:
+    key = b"s" * 32
+    book = Reservations(
+        namespace="aistack-system",
+        image="aistack:1",
+        service_account="sa",
+        sharing=GpuSharing(default="mps"),
+        signing_key=key,
+    )
+    pod = released_slice("a")
+    book.slice_changed(pod)
+    book.reservation_changed(reservation_pod(device=OTHER))
+    (finish,) = book.intents(0, {}).finish
+
+    after = {**pod["metadata"]["annotations"], **finish.annotations}
+    signed = {"metadata": {"uid": "uid-a", "annotations": after}}
+    assert signed_by(key, signed)
+    assert not signed_by(key, {"metadata": {"uid": "uid-b", "annotations": after}})

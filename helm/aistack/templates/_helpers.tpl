@@ -95,6 +95,7 @@ name). Rendered here once so that the ConfigMap and the Deployment's checksum se
 {{- define "aistack.configYaml" -}}
 {{- $config := deepCopy .Values.config }}
 {{- $_ := set $config.leader_election "lease_name" (include "aistack.fullname" .) }}
+{{- $_ := set $config "allocation_key_file" "/etc/aistack/allocation.key" }}
 {{- if $config.gpu_reservations.enabled }}
 {{- $_ := set $config.gpu_reservations "image" (include "aistack.image" .) }}
 {{- $_ := set $config.gpu_reservations "service_account" (printf "%s-gpu-reservation" (include "aistack.fullname" .)) }}
@@ -159,4 +160,19 @@ app.kubernetes.io/part-of: aistack
 {{- else }}
 {{- required "agent.serviceAccount.name is required when agent.serviceAccount.create is false" .Values.agent.serviceAccount.name }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Service port the API server calls the webhooks on: 9443, where only its client certificate
+gets through, when webhook.clientCA is set; else the API's 443.
+*/}}
+{{- define "aistack.webhookServicePort" -}}
+{{- if .Values.webhook.clientCA }}9443{{ else }}443{{ end }}
+{{- end }}
+
+{{/*
+The Secret holding the allocation key: the given one, or the chart's own.
+*/}}
+{{- define "aistack.allocationKeySecret" -}}
+{{- default (printf "%s-allocation-key" (include "aistack.fullname" .)) .Values.allocationKey.existingSecret }}
 {{- end }}
