@@ -5,6 +5,7 @@ the driver provides through the contract (`ClusterStatus`, `Authorizer`, `Webhoo
 `Actions`); `create_probe_app` the plain-HTTP one (/metrics, /healthz, /readyz).
 """
 
+from scheduler_service.api._access import Access
 from scheduler_service.api._app import create_app, create_webhook_app
 from scheduler_service.api._contract import (
     Actions,
@@ -39,6 +40,7 @@ from scheduler_service.api._settings import ApiSettings
 from scheduler_service.api._views import ClusterView
 
 __all__ = [
+    "Access",
     "Actions",
     "AdmissionDecision",
     "ApiSettings",

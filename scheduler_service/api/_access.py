@@ -49,9 +49,13 @@ class Access:
             try:
                 answer = self._authorizer.allowed(self.user, permission)
             except AuthUnavailable as exc:
-                raise unavailable(exc) from exc
+                raise self.unavailable(exc) from exc
             self._answers[permission] = answer
         return answer
+
+    def unavailable(self, exc: AuthUnavailable) -> Exception:
+        """What `can` raises when the Authorizer cannot answer: the API's 503."""
+        return unavailable(exc)
 
     def require(self, permission: Permission) -> None:
         """Raise a 403 `ApiError` that names the missing right unless the user has it."""

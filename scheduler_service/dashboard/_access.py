@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduler_service.api import Authorizer, AuthUnavailable, Permission, Services, User
+from scheduler_service.api import (
+    Access,
+    Authorizer,
+    AuthUnavailable,
+    Permission,
+    Services,
+    User,
+)
 from scheduler_service.dashboard._errors import PageError
 
 __all__ = [
@@ -53,7 +60,7 @@ def _unavailable(exc: AuthUnavailable) -> PageError:
     )
 
 
-class Scope:
+class Scope(Access):
     """What one viewer may see; each RBAC question is asked once, when a page first needs it.
 
     Built anew for every page and every live update, so a removed RoleBinding takes effect
@@ -63,27 +70,16 @@ class Scope:
 
     def __init__(self, user: User, authorizer: Authorizer | None) -> None:
         """Ask `authorizer` about `user`, or allow everything when it is None."""
-        self.user = user
-        self._authorizer = authorizer
-        self._answers: dict[Permission, bool] = {}
+        super().__init__(user, authorizer)
         self._namespaces: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         mode = "authorized" if self._authorizer is not None else "everything visible"
         return f"<Scope user={self.user.name!r} ({mode}), {len(self._answers)} answers>"
 
-    def can(self, permission: Permission) -> bool:
-        """Whether the viewer has `permission`; a 503 `PageError` if it cannot be checked."""
-        if self._authorizer is None:
-            return True
-        answer = self._answers.get(permission)
-        if answer is None:
-            try:
-                answer = self._authorizer.allowed(self.user, permission)
-            except AuthUnavailable as exc:
-                raise _unavailable(exc) from exc
-            self._answers[permission] = answer
-        return answer
+    def unavailable(self, exc: AuthUnavailable) -> Exception:
+        """A page's 503 when the Authorizer cannot answer (not the API's JSON error)."""
+        return _unavailable(exc)
 
     def sees_namespace(self, namespace: str) -> bool:
         """Whether the viewer may list pods in `namespace`: then its workloads are shown."""
@@ -107,13 +103,13 @@ class Scope:
 
     def require_queues(self) -> None:
         """Raise a 403 `PageError` unless the viewer may list Queues."""
-        self.require(_QUEUES, "the queues and their pools' GPUs")
+        self.require_to_see(_QUEUES, "the queues and their pools' GPUs")
 
     def require_nodes(self) -> None:
         """Raise a 403 `PageError` unless the viewer may list nodes."""
-        self.require(_NODES, "the nodes and their GPUs")
+        self.require_to_see(_NODES, "the nodes and their GPUs")
 
-    def require(self, permission: Permission, what: str) -> None:
+    def require_to_see(self, permission: Permission, what: str) -> None:
         """Raise a 403 `PageError` naming the missing right unless the viewer has it."""
         if self.can(permission):
             return

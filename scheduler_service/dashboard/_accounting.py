@@ -104,7 +104,7 @@ def usage_report(  # noqa: PLR0917 - the report's inputs, as the URL gives them
     namespaces: tuple[str, ...] | None
     try:
         if namespace is not None:
-            scope.require(
+            scope.require_to_see(
                 Permission("list", "pods", namespace=namespace),
                 f"the usage of namespace {namespace}",
             )

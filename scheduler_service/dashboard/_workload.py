@@ -117,7 +117,7 @@ def find_pod_workload(view: ClusterView, scope: Scope, namespace: str, pod: str)
 
 
 def _require_get(scope: Scope, namespace: str) -> None:
-    scope.require(
+    scope.require_to_see(
         Permission("get", "pods", namespace=namespace), f"the workloads of namespace {namespace}"
     )
 

@@ -134,7 +134,7 @@ def build_workloads(  # noqa: PLR0917 - all are the page's inputs, named at ever
     list pods in is a 403 `PageError`, as in the API.
     """
     if filters.namespace is not None:
-        scope.require(
+        scope.require_to_see(
             Permission("list", "pods", namespace=filters.namespace),
             f"the workloads of namespace {filters.namespace}",
         )

@@ -17,7 +17,7 @@ can start. User-set copies of these variables are removed, so a pod cannot pick 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.api import AdmissionDecision
@@ -41,11 +41,13 @@ __all__ = ["KubeWebhooks", "QueueUnreadableError", "injected_env"]
 
 JsonObject = Mapping[str, Any]
 
-_ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
-"""Argo labels every pod it builds for a step with its workflow's name."""
-
-_ARGO_EXECUTOR = "wait"
-"""Argo's executor sidecar in each of those pods, beside the step's own `main` container."""
+_HELPERS: Final = (
+    ("workflows.argoproj.io/workflow", "wait"),
+    ("kubernetes_pod_operator", "airflow-xcom-sidecar"),
+)
+"""(pod label, container): the tools' own helper containers, which get no GPU variables. Argo's
+executor `wait` beside a step's `main`; the xcom sidecar Airflow's KubernetesPodOperator adds
+(with `do_xcom_push`) beside its `base` container. Only in a pod carrying the tool's label."""
 
 
 def injected_env(is_slice: bool) -> list[dict[str, Any]]:
@@ -461,15 +463,17 @@ def _gate_and_wire(
             {"op": "add", "path": f"/metadata/labels/{_pointer(key)}", "value": value}
             for key, value in labels.items()
         ]
-    argo = _ARGO_WORKFLOW_LABEL in (metadata.get("labels") or {})
+    pod_labels = metadata.get("labels") or {}
+    helpers = {container for label, container in _HELPERS if label in pod_labels}
     mps = is_slice and mps_root is not None
     if mps:
         assert mps_root is not None
         patch += _mps_volumes_patch(spec, mps_root, warnings)
     for index, container in enumerate(spec.get("containers") or ()):
-        # Argo's executor sidecar is not the step: with a slice's NVIDIA_VISIBLE_DEVICES it
-        # would get the GPU too. It loses user-set copies like every container, and gets none.
-        executor = argo and container.get("name") == _ARGO_EXECUTOR
+        # A tool's helper (Argo's executor, Airflow's xcom sidecar) is not the step: with a
+        # slice's NVIDIA_VISIBLE_DEVICES it would get the GPU too. It loses user-set copies like
+        # every container, and gets none.
+        executor = container.get("name") in helpers
         ours = [] if executor else injected_env(is_slice)
         if mps and not executor:
             ours.append(

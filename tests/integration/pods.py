@@ -58,6 +58,11 @@ def phase(pod: Pod) -> str:
     return str(pod["status"].get("phase", "Pending"))
 
 
+def gates(pod: Pod) -> list[str]:
+    """The names of the pod's scheduling gates, in order."""
+    return [gate["name"] for gate in pod["spec"].get("schedulingGates") or ()]
+
+
 def is_gated(pod: Pod) -> bool:
     return any(g["name"] == keys.SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or ())
 
@@ -112,3 +117,25 @@ def submit_gpu_workflow(
     CustomObjectsApi(admin).create_namespaced_custom_object(
         "argoproj.io", "v1alpha1", namespace, "workflows", workflow
     )
+
+
+def gpu_uuid(prefix: str, index: int, node: int = 0) -> str:
+    """A real-looking GPU uuid of GPU `index` of node `node` of a test's nodes `prefix`."""
+    return f"GPU-{prefix}-{node:04}-4000-8000-{index:012}"
+
+
+def gpu_inventory(prefix: str, count: int, node: int = 0) -> dict[str, str]:
+    """The node agent's annotation for `count` H100s with uuids (`gpu_uuid`).
+
+    MPS and GPU reservations need GPUs the service knows by uuid.
+    """
+    gpus = [
+        {
+            "index": i,
+            "uuid": gpu_uuid(prefix, i, node),
+            "model": "NVIDIA-H100-80GB-HBM3",
+            "memory_mib": 81559,
+        }
+        for i in range(count)
+    ]
+    return {keys.GPU_INVENTORY_ANNOTATION: json.dumps(gpus)}

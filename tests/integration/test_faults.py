@@ -25,7 +25,6 @@ The seed is printed on failure; AISTACK_FAULT_SEED replays one run.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import threading
@@ -39,7 +38,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from scheduler_service import pod_contract as keys
 from tests.integration.cluster import SERVICE_NAMESPACE, GpuNodes, TestCluster, gpu_pod, wait_for
-from tests.integration.pods import pods_in, read, waiting_message
+from tests.integration.pods import gates, gpu_inventory, gpu_uuid, pods_in, read, waiting_message
 from tests.integration.service import RunningService, make_queue, managed_pod
 
 NODES = 3
@@ -100,7 +99,7 @@ def device_plugin(admin_client: ApiClient) -> Iterator[None]:
                     free = [
                         uuid
                         for i in range(GPUS)
-                        if (uuid := gpu_uuid(prefix, int(index), i)) not in held[node]
+                        if (uuid := gpu_uuid(prefix, i, int(index))) not in held[node]
                     ]
                     held[node].add(free[0])
                     core.patch_namespaced_pod(
@@ -114,23 +113,6 @@ def device_plugin(admin_client: ApiClient) -> Iterator[None]:
     yield
     stop.set()
     thread.join(timeout=5)
-
-
-def gpu_uuid(prefix: str, node: int, index: int) -> str:
-    return f"GPU-{prefix}-{node:04}-4000-8000-{index:012}"
-
-
-def inventory(prefix: str, node: int) -> dict[str, str]:
-    gpus = [
-        {
-            "index": i,
-            "uuid": gpu_uuid(prefix, node, i),
-            "model": "NVIDIA-H100-80GB-HBM3",
-            "memory_mib": MEMORY_MIB,
-        }
-        for i in range(GPUS)
-    ]
-    return {keys.GPU_INVENTORY_ANNOTATION: json.dumps(gpus)}
 
 
 def random_pods(rng: random.Random, round_: int, queues: list[str]) -> list[dict[str, Any]]:
@@ -216,7 +198,7 @@ def check_invariants(core: CoreV1Api, namespace: str, nodes: list[str], made: se
 
 def gated(pod: dict[str, Any]) -> bool:
     """Held by either of the scheduler's gates (admission, or its GPU's reservation)."""
-    return bool(pod["spec"].get("schedulingGates"))
+    return bool(gates(pod))
 
 
 def every_waiting_pod_says_why(core: CoreV1Api, namespace: str) -> bool:
@@ -242,7 +224,10 @@ def test_random_pods_and_kills_never_over_commit_a_gpu_lose_a_pod_or_leave_one_u
     nodes = []
     for i in range(NODES):
         make_gpu_node(
-            f"g{i}", gpus=GPUS, labels={keys.POOL_LABEL: pool}, annotations=inventory(pool, i)
+            f"g{i}",
+            gpus=GPUS,
+            labels={keys.POOL_LABEL: pool},
+            annotations=gpu_inventory(pool, GPUS, i),
         )
         nodes.append(f"{pool}-g{i}")
     queues = [make_queue(admin_client, {pool: 5}), make_queue(admin_client, {pool: 5})]

@@ -23,7 +23,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from scheduler_service import pod_contract as keys
 from scheduler_service.kube._reservations import reservation_name
 from tests.integration.cluster import SERVICE_NAMESPACE, GpuNodes, TestCluster, wait_for
-from tests.integration.pods import Pod, read, waiting_message
+from tests.integration.pods import Pod, gates, gpu_inventory, gpu_uuid, read, waiting_message
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
 
 AISTACK = str(Path(sys.executable).parent / "aistack")
@@ -60,23 +60,6 @@ def containers() -> Iterator[list[subprocess.Popen[str]]]:
         assert process.returncode == 0, output  # a SIGTERM ends it cleanly
 
 
-def uuid(prefix: str, index: int) -> str:
-    return f"GPU-{prefix}-0000-4000-8000-{index:012}"
-
-
-def inventory(prefix: str, count: int) -> dict[str, str]:
-    """The node agent's annotation: GPUs with real-looking uuids."""
-    gpus = [
-        {"index": i, "uuid": uuid(prefix, i), "model": "NVIDIA-H100-80GB-HBM3", "memory_mib": 81559}
-        for i in range(count)
-    ]
-    return {keys.GPU_INVENTORY_ANNOTATION: json.dumps(gpus)}
-
-
-def gates(pod: Pod) -> list[str]:
-    return [gate["name"] for gate in pod["spec"].get("schedulingGates") or ()]
-
-
 def reservation(core: CoreV1Api, name: str) -> Pod | None:
     response: Any = core.list_namespaced_pod(
         SERVICE_NAMESPACE, field_selector=f"metadata.name={name}", _preload_content=False
@@ -95,7 +78,7 @@ def test_slices_wait_for_their_reservation_then_run_on_the_device_the_plugin_gav
 ) -> None:
     pool = make_gpu_node.prefix
     node = f"{pool}-g0"
-    make_gpu_node("g0", gpus=2, labels={keys.POOL_LABEL: pool}, annotations=inventory(pool, 2))
+    make_gpu_node("g0", gpus=2, labels={keys.POOL_LABEL: pool}, annotations=gpu_inventory(pool, 2))
     queue = make_queue(admin_client, {pool: 2})
     for name, share in (("s0", (8192, 30)), ("s1", (8192, 30))):
         core.create_namespaced_pod(namespace, managed_pod(name, queue, slice_=share))  # type: ignore[arg-type]
@@ -128,7 +111,7 @@ def test_slices_wait_for_their_reservation_then_run_on_the_device_the_plugin_gav
     assert container["resources"]["limits"][keys.GPU_RESOURCE] == "1"
     assert container["command"] == ["aistack", "reserve-gpu"]
     # The plugin picks the device; here the GPU the service did not book.
-    device = next(uuid(pool, i) for i in range(2) if uuid(pool, i) != gpu)
+    device = next(gpu_uuid(pool, i) for i in range(2) if gpu_uuid(pool, i) != gpu)
     containers.append(
         subprocess.Popen(
             [AISTACK, "reserve-gpu", f"--kubeconfig={kubeconfig_path}"],
@@ -172,10 +155,10 @@ def test_a_reservation_the_node_refuses_is_made_again(
 ) -> None:
     pool = make_gpu_node.prefix
     node = f"{pool}-g0"
-    make_gpu_node("g0", gpus=1, labels={keys.POOL_LABEL: pool}, annotations=inventory(pool, 1))
+    make_gpu_node("g0", gpus=1, labels={keys.POOL_LABEL: pool}, annotations=gpu_inventory(pool, 1))
     queue = make_queue(admin_client, {pool: 1})
     core.create_namespaced_pod(namespace, managed_pod("s", queue, slice_=(8192, 30)))  # type: ignore[arg-type]
-    name = reservation_name(node, uuid(pool, 0))
+    name = reservation_name(node, gpu_uuid(pool, 0))
     first = wait_for(
         f"reservation pod {name}", lambda: reservation(core, name), lambda p: p is not None
     )

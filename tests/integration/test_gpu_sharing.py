@@ -8,7 +8,6 @@ the tests resolve the variables as the kubelet would (`pod_env`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from scheduler_service import pod_contract as keys
 from tests.integration.cluster import GpuNodes, TestCluster, wait_for
-from tests.integration.pods import Pod, is_gated, read
+from tests.integration.pods import Pod, gpu_inventory, gpu_uuid, is_gated, read
 from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
 
 MPS_ROOT = "/run/aistack-test/mps"
@@ -38,20 +37,6 @@ def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningSe
     running.remove()
 
 
-def inventory(prefix: str, count: int) -> dict[str, str]:
-    """The node agent's annotation: GPUs with real-looking uuids."""
-    gpus = [
-        {
-            "index": i,
-            "uuid": f"GPU-{prefix}-0000-4000-8000-{i:012}",
-            "model": "NVIDIA-H100-80GB-HBM3",
-            "memory_mib": 81559,
-        }
-        for i in range(count)
-    ]
-    return {keys.GPU_INVENTORY_ANNOTATION: json.dumps(gpus)}
-
-
 def running(core: CoreV1Api, namespace: str, name: str) -> Pod:
     return wait_for(
         f"pod {name} to be admitted and run",
@@ -64,13 +49,13 @@ def test_a_slice_of_an_mps_pool_mounts_only_its_gpu_s_daemon(
     core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
 ) -> None:
     pool = make_gpu_node.prefix
-    make_gpu_node("g0", gpus=1, labels={keys.POOL_LABEL: pool}, annotations=inventory(pool, 1))
+    make_gpu_node("g0", gpus=1, labels={keys.POOL_LABEL: pool}, annotations=gpu_inventory(pool, 1))
     queue = make_queue(admin_client, {pool: 1})
     core.create_namespaced_pod(namespace, managed_pod("s", queue, slice_=(8192, 30)))  # type: ignore[arg-type]
 
     pod = running(core, namespace, "s")
 
-    uuid = f"GPU-{pool}-0000-4000-8000-{0:012}"
+    uuid = gpu_uuid(pool, 0)
     annotations = pod["metadata"]["annotations"]
     assert annotations[keys.GPU_SHARING_ANNOTATION] == "mps"
     assert annotations[keys.MPS_GPU_ANNOTATION] == uuid
@@ -91,7 +76,7 @@ def test_a_slice_of_a_pool_without_mps_mounts_an_empty_directory_and_whole_gpus_
 ) -> None:
     prefix = make_gpu_node.prefix
     make_gpu_node(
-        "g0", gpus=2, labels={keys.POOL_LABEL: TIMESHARED}, annotations=inventory(prefix, 2)
+        "g0", gpus=2, labels={keys.POOL_LABEL: TIMESHARED}, annotations=gpu_inventory(prefix, 2)
     )
     queue = make_queue(admin_client, {TIMESHARED: 2})
     pods: list[dict[str, Any]] = [

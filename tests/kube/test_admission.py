@@ -717,3 +717,15 @@ def test_a_pod_of_a_namespace_its_queue_does_not_name_is_refused_with_the_allowe
     assert hooks_.mutate_pod(pod_create(pod)).allowed
     del allowed["a"]  # a queue naming no namespaces: every namespace may use it
     assert hooks_.mutate_pod(pod_create(pod)).allowed
+
+
+def test_airflow_s_xcom_sidecar_gets_no_gpu_variables_but_the_task_does() -> None:
+    pod = make_pod("p", "a", gpu_memory_mib=4096, gpu_compute_percent=30)
+    pod["metadata"]["labels"]["kubernetes_pod_operator"] = "True"
+    base = pod["spec"]["containers"][0]
+    base["name"] = "base"
+    pod["spec"]["containers"] = [base, {"name": "airflow-xcom-sidecar", "image": "alpine"}]
+    mutated = apply_patch(pod_create(pod)["object"], hooks().mutate_pod(pod_create(pod)).patch)
+
+    assert env_names(mutated, "airflow-xcom-sidecar") == []
+    assert "NVIDIA_VISIBLE_DEVICES" in env_names(mutated, "base")
