@@ -520,10 +520,9 @@ def _add_usage(app: FastAPI, ui: _Dashboard) -> None:
         namespace: Annotated[str, Query(max_length=63)] = "",
     ) -> Response:
         """The usage page's chart, as a fragment the page fetches once it is shown."""
-        try:
-            scope = sign_in(services, token_of(request.headers, request.cookies))
-        except NotSignedIn as exc:
-            return PlainTextResponse(str(exc), status_code=401)
+        scope = _viewer(services, request)
+        if isinstance(scope, Response):
+            return scope
         context = ui.context(request, scope)
         try:
             chart = usage_chart(
@@ -544,10 +543,9 @@ def _add_usage(app: FastAPI, ui: _Dashboard) -> None:
         namespace: Annotated[str, Query(max_length=63)] = "",
     ) -> Response:
         """The report of the usage page as CSV (the accounting store's columns)."""
-        try:
-            scope = sign_in(services, token_of(request.headers, request.cookies))
-        except NotSignedIn as exc:
-            return PlainTextResponse(str(exc), status_code=401)
+        scope = _viewer(services, request)
+        if isinstance(scope, Response):
+            return scope
         report, _ = usage_report(
             services, scope, time.time(), since, until or None, by, namespace or None
         )
@@ -623,3 +621,11 @@ def _state(text: str | None) -> WorkloadState | None:
             "A filter has a value this page does not take",
             f"state {text!r} is not one of {', '.join(s.value for s in WorkloadState)}.",
         ) from None
+
+
+def _viewer(services: Services, request: Request) -> Scope | Response:
+    """The viewer of a fragment or a download, or the 401 to answer instead (no sign-in form)."""
+    try:
+        return sign_in(services, token_of(request.headers, request.cookies))
+    except NotSignedIn as exc:
+        return PlainTextResponse(str(exc), status_code=401)

@@ -169,9 +169,10 @@ class ClusterDriver:
                 "unmanaged",
                 self._core.list_pod_for_all_namespaces,
                 self._events,
-                # Bound pods the scheduler does not manage (its reservation pods are its own);
-                # a pod that ends leaves the selection, which the watch says as a deletion.
-                label_selector=f"!{keys.MANAGED_LABEL},!{keys.RESERVATION_LABEL}",
+                # Bound pods the scheduler does not manage; a pod that ends leaves the
+                # selection, which the watch says as a deletion. Its own reservation pods are
+                # among them and left out by `_counted` (a label alone would let any pod out).
+                label_selector=f"!{keys.MANAGED_LABEL}",
                 field_selector="spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed",
                 transform=_gpu_holding,
             ),
@@ -221,6 +222,9 @@ class ClusterDriver:
             reflector.stop()
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=True)
+
+    def _own_reservation(self, pod: Mapping[str, Any]) -> bool:
+        return self._reservations is not None and own_reservation(pod, self._reservations.namespace)
 
     def listed(self) -> bool:
         """Whether every watched resource has been listed once (the view is complete)."""
@@ -340,7 +344,10 @@ class ClusterDriver:
             assert self._reservations is not None
             self._reservations.reservation_changed(obj)
         elif resource == "unmanaged":
-            self._ledger.unmanaged_pod_changed(obj)
+            if self._own_reservation(obj):
+                self._ledger.unmanaged_pod_deleted(obj)
+            else:
+                self._ledger.unmanaged_pod_changed(obj)
         elif resource == "nodes":
             self._ledger.node_changed(obj)
         else:
@@ -785,6 +792,18 @@ def signing_key(path: Path | None) -> bytes | None:
     return key
 
 
+def own_reservation(pod: Mapping[str, Any], namespace: str) -> bool:
+    """Whether `pod` is one of the service's GPU reservation pods: labelled so, in its namespace.
+
+    Their GPUs are the slices' booked GPUs, already counted; a pod labelled so anywhere else is
+    an ordinary pod whose GPUs count.
+    """
+    metadata = pod.get("metadata") or {}
+    return metadata.get("namespace") == namespace and keys.RESERVATION_LABEL in (
+        metadata.get("labels") or {}
+    )
+
+
 def _gpu_holding(pod: dict[str, Any]) -> dict[str, Any]:
     """What the ledger needs of an unmanaged pod, and no more.
 
@@ -807,8 +826,13 @@ def _gpu_holding(pod: dict[str, Any]) -> dict[str, Any]:
             **({"restartPolicy": p} if (p := container.get("restartPolicy")) else {}),
         }
 
+    labels = metadata.get("labels") or {}
+    kept_labels = {k: labels[k] for k in (keys.RESERVATION_LABEL,) if k in labels}
     return {
-        "metadata": {k: metadata[k] for k in ("uid", "name", "namespace") if k in metadata},
+        "metadata": {
+            **{k: metadata[k] for k in ("uid", "name", "namespace") if k in metadata},
+            "labels": kept_labels,
+        },
         "spec": {
             "nodeName": spec.get("nodeName"),
             "containers": [gpus_only(c) for c in spec.get("containers") or ()],

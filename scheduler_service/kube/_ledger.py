@@ -1137,9 +1137,12 @@ class PodLedger:
                 if pod.node not in wanted:
                     wanted[pod.node] = self._stand_in(pod.node, workload.allocation or ())
         self._stand_ins = set(wanted) - set(self._nodes)
-        taken = {u for w in occupied for pod in w.allocation or () for u in pod.gpus}
         self.unmanaged_shortfall = {}
-        for name, count in self.unmanaged_gpus().items():
+        held = self.unmanaged_gpus()
+        taken = (
+            {u for w in occupied for pod in w.allocation or () for u in pod.gpus} if held else set()
+        )
+        for name, count in held.items():
             node = wanted.get(name)
             if node is not None:
                 wanted[name] = self._without_unmanaged(node, count, taken)

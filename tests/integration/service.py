@@ -58,6 +58,18 @@ CHART_CRDS = CHART / "crds"
 _WEBHOOK_NAME = "aistack-test"
 
 
+RESERVING: Mapping[str, Any] = {
+    "gpu_reservations": {
+        "enabled": True,
+        "image": "registry.invalid/aistack:test",
+        # kwok runs no container: the tests play the reservation pods' containers themselves.
+        "service_account": "default",
+        "linger_seconds": 0,
+    }
+}
+"""Settings of a service with GPU reservations, as the chart sets it up."""
+
+
 class RunningService:
     """`aistack serve` against the test cluster, with webhooks pointing at it."""
 

@@ -39,7 +39,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from scheduler_service import pod_contract as keys
 from tests.integration.cluster import SERVICE_NAMESPACE, GpuNodes, TestCluster, gpu_pod, wait_for
 from tests.integration.pods import gates, gpu_inventory, gpu_uuid, pods_in, read, waiting_message
-from tests.integration.service import RunningService, make_queue, managed_pod
+from tests.integration.service import RESERVING, RunningService, make_queue, managed_pod
 
 NODES = 3
 GPUS = 4
@@ -54,14 +54,7 @@ def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningSe
     running = RunningService(
         cluster,
         admin_client,
-        config={
-            "gpu_reservations": {
-                "enabled": True,
-                "image": "registry.invalid/aistack:test",
-                "service_account": "default",
-                "linger_seconds": 0,
-            }
-        },
+        config=RESERVING,
     )
     running.start()
     yield running

@@ -9,6 +9,7 @@ as the pod's container would, against the API server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,12 +20,13 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client.exceptions import ApiException
 
 from scheduler_service import pod_contract as keys
 from scheduler_service.kube._reservations import reservation_name
-from tests.integration.cluster import SERVICE_NAMESPACE, GpuNodes, TestCluster, wait_for
+from tests.integration.cluster import SERVICE_NAMESPACE, GpuNodes, TestCluster, gpu_pod, wait_for
 from tests.integration.pods import Pod, gates, gpu_inventory, gpu_uuid, read, waiting_message
-from tests.integration.service import RunningService, make_queue, managed_pod, pod_env
+from tests.integration.service import RESERVING, RunningService, make_queue, managed_pod, pod_env
 
 AISTACK = str(Path(sys.executable).parent / "aistack")
 
@@ -34,15 +36,7 @@ def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningSe
     running = RunningService(
         cluster,
         admin_client,
-        config={
-            "gpu_sharing": {"default": "mps"},
-            "gpu_reservations": {
-                "enabled": True,
-                "image": "registry.invalid/aistack:test",
-                "service_account": "default",
-                "linger_seconds": 0,
-            },
-        },
+        config={"gpu_sharing": {"default": "mps"}, **RESERVING},
     )
     running.start()
     yield running
@@ -176,3 +170,38 @@ def test_a_reservation_the_node_refuses_is_made_again(
     )
     assert again is not None
     assert gates(read(core, namespace, "s")) == [keys.RESERVATION_GATE]
+
+
+def test_a_pod_labelled_as_a_reservation_outside_the_service_s_namespace_is_counted(
+    core: CoreV1Api, namespace: str, make_gpu_node: GpuNodes, admin_client: ApiClient
+) -> None:
+    # kube-system is exempt from the GPU pod webhook (the chart's default): a pod there runs
+    # without a queue. Labelled as one of the service's reservations, it must still be counted.
+    with contextlib.suppress(ApiException):  # 409: it exists
+        core.create_namespace({"metadata": {"name": "kube-system"}})  # type: ignore[arg-type]
+    pool = make_gpu_node.prefix
+    make_gpu_node("g0", gpus=1, labels={keys.POOL_LABEL: pool}, annotations=gpu_inventory(pool, 1))
+    impostor = gpu_pod(
+        f"{pool}-impostor",
+        1,
+        node_selector=make_gpu_node.selector,
+        labels={keys.RESERVATION_LABEL: "true"},
+    )
+    core.create_namespaced_pod("kube-system", impostor)
+    name = f"{pool}-impostor"
+    try:
+        wait_for(
+            "the impostor to run",
+            lambda: read(core, "kube-system", name),
+            lambda pod: pod["status"].get("phase") == "Running",
+        )
+        queue = make_queue(admin_client, {pool: 1})
+        core.create_namespaced_pod(namespace, managed_pod("w", queue, gpus=1))  # type: ignore[arg-type]
+        told = wait_for(
+            "the managed pod to wait for the GPU the impostor holds",
+            lambda: read(core, namespace, "w"),
+            lambda pod: bool(waiting_message(pod)),
+        )
+        assert keys.SCHEDULING_GATE in gates(told)
+    finally:
+        core.delete_namespaced_pod(name, "kube-system", grace_period_seconds=0)
