@@ -40,6 +40,7 @@ from aistack_flows.cli._report import (
     workflow_row,
 )
 from aistack_flows.cli._usage import add_report_commands
+from aistack_flows.local import DashboardServer
 from scheduler_service import pod_contract as contract
 
 __all__ = ["add_author_commands"]
@@ -50,8 +51,16 @@ _SERVICE_COMPONENT = "aistack-scheduler"
 """The event source the scheduler service writes (its evictions, on pods and workflows)."""
 
 
-def add_author_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add submit, render, list, status, explain, queues and report to the `aistack` parser."""
+def add_author_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    serve_dashboard: Callable[[int], DashboardServer] | None = None,
+) -> None:
+    """Add submit, render, list, status, explain, queues, report, run and logs to `aistack`.
+
+    `serve_dashboard` starts the dashboard's pages for `aistack run --dashboard` (the service's
+    package passes them in: this package does not import the service's web app).
+    """
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default as kubectl)")
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -103,7 +112,7 @@ def add_author_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     queues.set_defaults(run=run_queues)
     add_report_commands(commands)
-    add_run_commands(commands)
+    add_run_commands(commands, serve_dashboard=serve_dashboard)
 
 
 def _or_local(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -1,7 +1,7 @@
 """The local runner's commands: `aistack run`, and `--local` for list, status, explain and logs.
 
     aistack run FILE... [-p NAME=VALUE] [--simulate-gpus 4xH100-80GB] [--config FILE]
-                [--templates DIR]
+                [--templates DIR] [--dashboard [PORT]]
     aistack run --resume                   take over the runs a stopped runner left
     aistack list --local                   local runs
     aistack status RUN --local             each step: phase, queue, GPUs, attempts, why it waits
@@ -17,11 +17,14 @@ interrupted (Ctrl-C stops the steps gracefully and ends the runs).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aistack_flows.cli._output import emit, table
 from aistack_flows.local import (
+    DashboardServer,
     RunNotFoundError,
     RunOptions,
     Store,
@@ -38,8 +41,16 @@ from aistack_flows.local import (
 __all__ = ["add_local_options", "add_run_commands", "run_local"]
 
 
-def add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `run` and `logs` to the `aistack` parser."""
+DEFAULT_DASHBOARD_PORT = 8765
+"""The port of `aistack run --dashboard` without one."""
+
+
+def add_run_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    serve_dashboard: Callable[[int], DashboardServer] | None = None,
+) -> None:
+    """Add `run` and `logs` to the `aistack` parser (`--dashboard` with `serve_dashboard`)."""
     run = commands.add_parser(
         "run",
         help="run pipelines on this machine under the scheduler (no cluster needed)",
@@ -79,8 +90,18 @@ def add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "slices), none (booked only), auto (mps where it can run, default)",
     )
     run.add_argument("--no-live", action="store_true", help="print changes line by line")
+    if serve_dashboard is not None:
+        run.add_argument(
+            "--dashboard",
+            nargs="?",
+            const=DEFAULT_DASHBOARD_PORT,
+            type=_port,
+            metavar="PORT",
+            help="serve the dashboard on http://127.0.0.1:PORT/ while the runner schedules "
+            f"(default port {DEFAULT_DASHBOARD_PORT}; 0: any free port)",
+        )
     add_local_options(run, flag=False)
-    run.set_defaults(run=_run)
+    run.set_defaults(run=functools.partial(_run, serve_dashboard=serve_dashboard))
 
     logs_ = commands.add_parser("logs", help="a local run's step output")
     logs_.add_argument("workflow", metavar="RUN")
@@ -107,7 +128,19 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
-def _run(args: argparse.Namespace) -> int:
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: give 1 to 65535, or 0 for any")
+    return port
+
+
+def _run(
+    args: argparse.Namespace, *, serve_dashboard: Callable[[int], DashboardServer] | None
+) -> int:
     parameters: dict[str, str] = {}
     for text in args.parameter:
         name, equals, value = text.partition("=")
@@ -126,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         resume=args.resume,
         live=False if args.no_live else None,
         gpu_sharing=args.gpu_sharing,
+        dashboard=getattr(args, "dashboard", None),
+        serve_dashboard=serve_dashboard,
     )
     return run_pipelines(options)
 

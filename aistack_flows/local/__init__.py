@@ -19,6 +19,7 @@ from aistack_flows.local._inspect import (
 )
 from aistack_flows.local._runner import LocalRunner, machine_node
 from aistack_flows.local._session import (
+    DashboardServer,
     RunOptions,
     RunRefusedError,
     default_state_directory,
@@ -31,6 +32,7 @@ from aistack_flows.local._workflow import Node, Phase, Run, RunError
 
 __all__ = [
     "ConfigError",
+    "DashboardServer",
     "LocalConfig",
     "LocalRunner",
     "Node",

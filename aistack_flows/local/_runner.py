@@ -14,6 +14,9 @@ One pass (`tick`) does, in order:
    writes, so the step's retry strategy retries it and it resumes from its checkpoint; with
    `mps`, a slice becomes a client of its GPU's MPS daemon, capped at its memory and compute
    (`scheduler_service.gpu_sharing`), and the daemons follow the running slices;
+   Once a second the cycle also works out why each waiting workload waits: the reasons go on
+   the waiting pods, and the cycle to the dashboard's pages when the runner has them
+   (`StatusPages`, `aistack run --dashboard`);
 5. watches the processes: an ended step's outputs are collected and its pod completes;
 6. saves everything that changed in one transaction.
 
@@ -30,10 +33,10 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aistack_flows.local._cgroups import Cgroups, Unsupported
 from aistack_flows.local._config import LocalConfig, default_queues
@@ -59,6 +62,7 @@ from scheduler_service.core import (
     QueueShare,
     Scheduler,
     SchedulerError,
+    Snapshot,
     pending_order,
     queue_place,
     waiting_summary,
@@ -95,6 +99,24 @@ MPS_CHECK_SECONDS = 5.0
 start again one that died."""
 
 _GANG_PORT_BASE = 29500
+
+
+class StatusPages(Protocol):
+    """Where the runner shows what its core decided: the dashboard's pages (`--dashboard`).
+
+    The CLI gives the runner one (scheduler_service.dashboard.LocalPages); the runner calls
+    `publish` once a second with what the cycle decided on, its plan with every waiting
+    workload's reason, and each workload's run and pods (a gang's in rank order).
+    """
+
+    def publish(
+        self,
+        snapshot: Snapshot,
+        plan: Plan,
+        pods: Mapping[str, tuple[str, tuple[str, ...]]],
+        cycle_at: float,
+    ) -> None:
+        """Show this cycle from now on (called from the runner's thread)."""
 
 
 @dataclass(slots=True)
@@ -141,6 +163,7 @@ class LocalRunner:
         clock: Callable[[], float] = time.time,
         cgroups: Cgroups | Unsupported | None = None,
         mps: MpsDaemons | None = None,
+        pages: StatusPages | None = None,
     ) -> None:
         self.store = store
         self.machine = machine
@@ -155,6 +178,8 @@ class LocalRunner:
         self.mps = mps
         """Enforces slices with one MPS daemon per GPU that hosts one; None: slices are not
         capped (booked only)."""
+        self.pages = pages
+        """Shown each explained cycle (`--dashboard`); None: no pages."""
         self._mps_shares: dict[str, Share] = {}
         self._mps_check_at = 0.0
         self.runs: dict[str, Run] = {}
@@ -429,12 +454,14 @@ class LocalRunner:
     # -- the core's plan --------------------------------------------------------------------
 
     def _schedule(self, now: float) -> None:
-        if not self._members:
+        if not self._members and self.pages is None:
             return
         # The reasons of what waits (phase 6) cost time in what waits, every cycle: they are
         # worked out when they are told, once a second; the decisions are the same either way.
         explain = now - self._told_at >= TELL_WAITING_SECONDS
         plan = self.scheduler.cycle(now, explain=explain)
+        if explain and self.pages is not None:
+            self._publish(self.pages, plan, now)
         for eviction in plan.evictions:
             self.scheduler.evicting(eviction.workload)
             message = contract.EVICTION_MESSAGE_PREFIX + eviction.message
@@ -453,6 +480,19 @@ class LocalRunner:
         if explain:
             self._told_at = now
             self._tell_waiting(plan)
+
+    def _publish(self, pages: StatusPages, plan: Plan, now: float) -> None:
+        """Show the cycle just run: what it decided on (the cycle changed nothing) and its plan.
+
+        Each workload's pods are shown under its run, which the pages treat as its namespace
+        and its workflow (a gang's name, `<run>/<gang>`, reads as the gang in that run).
+        """
+        pods = {
+            workload: (self.pods[members[0]].run, tuple(members))
+            for workload, members in self._members.items()
+            if members
+        }
+        pages.publish(self.scheduler.snapshot(), plan, pods, now)
 
     def _tell_waiting(self, plan: Plan) -> None:
         shares: dict[str, dict[str, QueueShare]] = {}

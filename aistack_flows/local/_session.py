@@ -25,13 +25,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 from aistack_flows._errors import PipelineError
 from aistack_flows._load import LoadError, load_pipelines
 from aistack_flows.local._cgroups import Cgroups, Unsupported
 from aistack_flows.local._config import ConfigError, LocalConfig, load_config
-from aistack_flows.local._runner import LocalRunner
+from aistack_flows.local._runner import LocalRunner, StatusPages
 from aistack_flows.local._store import PodRow, RunRow, Store, StoreError
 from aistack_flows.local._support import UnsupportedError, calls, check
 from aistack_flows.local._view import Screen, gpu_rows, run_lines
@@ -66,6 +66,17 @@ def default_state_directory() -> Path:
     return Path(base) / "aistack"
 
 
+class DashboardServer(StatusPages, Protocol):
+    """The dashboard's pages served on this machine while the runner schedules (`--dashboard`)."""
+
+    @property
+    def url(self) -> str:
+        """Where a browser on this machine opens them."""
+
+    def close(self) -> None:
+        """Stop serving (the runner's last act)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """What `aistack run` was asked."""
@@ -84,6 +95,11 @@ class RunOptions:
     gpu_sharing: Literal["auto", "mps", "none"] = "auto"
     """How slices are capped: "mps" (refused where MPS cannot run), "none", or "auto": MPS on
     real GPUs where it can run, else none with a note that says why."""
+    dashboard: int | None = None
+    """The port on 127.0.0.1 of the dashboard's pages (0: any free port); None: no pages."""
+    serve_dashboard: Callable[[int], DashboardServer] | None = None
+    """Starts the pages on a port (the CLI passes scheduler_service.dashboard.LocalPages);
+    raises OSError when it cannot listen there."""
 
 
 def run_pipelines(options: RunOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -98,19 +114,48 @@ def run_pipelines(options: RunOptions, out: TextIO = sys.stdout, err: TextIO = s
         print(f"aistack: error: {error}", file=err)
         return 2
     try:
-        mine = submit_runs(store, options, machine, out=out)
-    except (LoadError, PipelineError, UnsupportedError, RunRefusedError, StoreError) as error:
+        pages = _serve_dashboard(options, out)
+    except RunRefusedError as error:
         print(f"aistack: error: {error}", file=err)
         return 2
-    if not mine and not options.resume:
-        print("aistack: nothing to run", file=err)
-        return 2
-    if not mine:
-        mine = [r.name for r in store.runs(active=True)]
+    try:
+        try:
+            mine = submit_runs(store, options, machine, out=out)
+        except (LoadError, PipelineError, UnsupportedError, RunRefusedError, StoreError) as error:
+            print(f"aistack: error: {error}", file=err)
+            return 2
+        if not mine and not options.resume:
+            print("aistack: nothing to run", file=err)
+            return 2
         if not mine:
-            print(f"nothing to resume in {options.state}: every run there has ended", file=out)
-            return 0
-    return _drive(store, machine, config=config, mine=mine, options=options, out=out)
+            mine = [r.name for r in store.runs(active=True)]
+            if not mine:
+                print(f"nothing to resume in {options.state}: every run there has ended", file=out)
+                return 0
+        return _drive(
+            store, machine, config=config, mine=mine, options=options, out=out, pages=pages
+        )
+    finally:
+        if pages is not None:
+            pages.close()
+
+
+def _serve_dashboard(options: RunOptions, out: TextIO) -> DashboardServer | None:
+    """The dashboard's pages, when asked for: listening before any run is added."""
+    port = options.dashboard
+    if port is None:
+        return None
+    if options.serve_dashboard is None:
+        raise RunRefusedError("--dashboard: this program cannot serve the dashboard's pages")
+    try:
+        pages = options.serve_dashboard(port)
+    except OSError as error:
+        raise RunRefusedError(
+            f"--dashboard {port}: cannot listen on 127.0.0.1:{port} "
+            f"({error.strerror or error}); give another port, or 0 for any free one"
+        ) from error
+    print(f"dashboard: {pages.url} (this machine only, while this runner schedules)", file=out)
+    return pages
 
 
 def _machine(spec: str | None, store: Store, *, resume: bool) -> Machine:
@@ -312,6 +357,7 @@ def _drive(
     mine: list[str],
     options: RunOptions,
     out: TextIO,
+    pages: DashboardServer | None = None,
 ) -> int:
     screen = Screen(out, live=options.live)
     runner: LocalRunner | None = None
@@ -324,12 +370,13 @@ def _drive(
                 lock = store.try_lock()
                 if lock is not None:
                     mps = _mps_daemons(store, machine, options.gpu_sharing, out)
-                    runner = _start_runner(store, machine, config, out, mps=mps)
+                    runner = _start_runner(store, machine, config, out, mps=mps, pages=pages)
                 elif not told:
                     told = True
                     print(
                         f"another runner (pid {store.lock_holder()}) schedules {options.state}; "
-                        "following its progress",
+                        "following its progress"
+                        + ("; the dashboard shows its cycles once it ends" if pages else ""),
                         file=out,
                     )
             if runner is not None:
@@ -394,6 +441,7 @@ def _start_runner(
     out: TextIO,
     *,
     mps: MpsDaemons | None = None,
+    pages: StatusPages | None = None,
 ) -> LocalRunner:
     """The runner of `store`, once it holds the lock; its steps must find their GPUs here."""
     held = {g for p in store.pods() if p.state in {"running", "stopping"} for g in p.gpus}
@@ -412,7 +460,7 @@ def _start_runner(
         print(line, file=out)
     if mps is not None:
         print(f"slices are capped by MPS (daemons in {mps.root})", file=out)
-    runner = LocalRunner(store, machine, config, cgroups=cgroups, mps=mps)
+    runner = LocalRunner(store, machine, config, cgroups=cgroups, mps=mps, pages=pages)
     runner.recover()
     return runner
 

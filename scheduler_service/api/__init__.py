@@ -6,7 +6,7 @@ the driver provides through the contract (`ClusterStatus`, `Authorizer`, `Webhoo
 """
 
 from scheduler_service.api._access import Access
-from scheduler_service.api._app import create_app, create_webhook_app
+from scheduler_service.api._app import create_app, create_webhook_app, unauthenticated_services
 from scheduler_service.api._contract import (
     Actions,
     AdmissionDecision,
@@ -71,4 +71,5 @@ __all__ = [
     "create_app",
     "create_probe_app",
     "create_webhook_app",
+    "unauthenticated_services",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -12,6 +13,7 @@ from scheduler_service.accounting import AccountingStore
 from scheduler_service.api import _routes, _usage, _webhooks
 from scheduler_service.api._contract import (
     Actions,
+    AdmissionDecision,
     Authorizer,
     ClusterStatus,
     Permission,
@@ -25,7 +27,7 @@ from scheduler_service.api._metrics import Metrics
 from scheduler_service.api._settings import ApiSettings
 from scheduler_service.core import Plan, Snapshot
 
-__all__ = ["create_app", "create_webhook_app"]
+__all__ = ["create_app", "create_webhook_app", "unauthenticated_services"]
 
 _DESCRIPTION = """\
 The AI-Stack scheduler's view of the GPU pool: queues with their quota, fair share and usage;
@@ -121,8 +123,31 @@ def create_webhook_app(webhooks: Webhooks, *, metrics: Metrics | None = None) ->
     return app
 
 
+def unauthenticated_services(
+    status: Callable[[], ClusterStatus], *, accounting: AccountingStore | None = None
+) -> Services:
+    """Read-only services without authentication, for pages served on this machine only.
+
+    The local runner's dashboard (`aistack run --dashboard`, bound to 127.0.0.1) reads its
+    runner's status through them: every viewer sees everything, as the machine's user does;
+    no webhook is answered and no action carried out.
+    """
+    return Services(
+        settings=ApiSettings(auth=False),
+        status=status,
+        authorizer=_NoAuthorizer(),
+        webhooks=_NoWebhooks(),
+        actions=_NoActions(),
+        accounting=accounting,
+    )
+
+
 class _NoAuthorizer:
-    """The webhook app authorises nothing: its callers are proven by their TLS certificate."""
+    """Authorises nothing.
+
+    The webhook app's callers are proven by their TLS certificate; unauthenticated services
+    ask no one.
+    """
 
     def authenticate(self, token: str) -> User | None:
         del token
@@ -133,8 +158,20 @@ class _NoAuthorizer:
         return False
 
 
+class _NoWebhooks:
+    """Services that serve no webhook admit nothing."""
+
+    def mutate_pod(self, request: Mapping[str, Any]) -> AdmissionDecision:
+        del request
+        return AdmissionDecision(allowed=False, message="this server admits no pods")
+
+    def validate_queue(self, request: Mapping[str, Any]) -> AdmissionDecision:
+        del request
+        return AdmissionDecision(allowed=False, message="this server admits no queues")
+
+
 class _NoActions:
-    """The webhook app carries out no user action."""
+    """The webhook app and unauthenticated services carry out no user action."""
 
     def delete_workload(self, name: str) -> None:
         raise KeyError(name)

@@ -28,6 +28,7 @@ from scheduler_service.cli._pooling import add_pooling_parser
 from scheduler_service.cli._reserve import add_reserve_parser
 from scheduler_service.cli._scenario import add_scenario_parsers
 from scheduler_service.cli._serve import add_serve_parser
+from scheduler_service.dashboard import LocalPages
 
 __all__ = ["main"]
 
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run AI pipelines on Argo Workflows with GPUs from the AI-Stack scheduler.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_author_commands(commands)
+    add_author_commands(commands, serve_dashboard=LocalPages)
     add_serve_parser(commands)
     add_agent_parser(commands)
     add_reserve_parser(commands)

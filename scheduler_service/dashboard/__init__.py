@@ -10,6 +10,7 @@ template; charts are SVG drawn on the server (`_svg`). See docs/dashboard.md.
 from scheduler_service.dashboard._access import ANONYMOUS, TOKEN_COOKIE, NotSignedIn, Scope
 from scheduler_service.dashboard._app import create_dashboard
 from scheduler_service.dashboard._errors import PageError
+from scheduler_service.dashboard._local import LocalPages
 from scheduler_service.dashboard._nodes import GpuCell, Holder, NodeCard, NodesPage, build_nodes
 from scheduler_service.dashboard._overview import Overview, PoolRow, build_overview
 from scheduler_service.dashboard._queues import (
@@ -35,6 +36,7 @@ __all__ = [
     "Fact",
     "GpuCell",
     "Holder",
+    "LocalPages",
     "NodeCard",
     "NodesPage",
     "NotSignedIn",

@@ -36,8 +36,9 @@ from scheduler_service.dashboard._usage import (
 __all__ = ["read_history", "usage_chart", "usage_page", "usage_report"]
 
 _OFF = (
-    "this service keeps no accounting records (accounting is off in its settings; see "
-    "docs/usage-report.md)"
+    "no accounting records are kept here (the service keeps them unless accounting is off in "
+    "its settings, docs/usage-report.md; the local runner keeps none: `aistack explain RUN "
+    "--local` has each step's history)"
 )
 
 

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import uvicorn
-from playwright.sync_api import sync_playwright
 
 from scheduler_service.accounting import open_store
 from scheduler_service.api import ApiSettings, Services, create_app
 from scheduler_service.dashboard import DashboardSettings, create_dashboard
 from tests.api.support import FakeActions, FakeWebhooks
+from tests.browser import chromium
 from tests.dashboard.demo import DEMO_TOKEN, DemoAuthorizer, demo_records, demo_status
 
 VIEWS = {
@@ -32,15 +32,6 @@ VIEWS = {
     "workload": "/ui/workloads/vision/detr-finetune",
     "usage": "/ui/usage?since=14d&by=queue",
 }
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _free_port() -> int:
@@ -90,10 +81,7 @@ def main(out: Path) -> int:
 
 def _shoot(base: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         context = browser.new_context(
             viewport={"width": 1360, "height": 860},
             extra_http_headers={"Authorization": f"Bearer {DEMO_TOKEN}"},
@@ -109,7 +97,6 @@ def _shoot(base: str, out: Path) -> None:
             target = out / f"dashboard-{name}.png"
             page.screenshot(path=str(target), full_page=name not in {"nodes", "workloads"})
             print(f"wrote {target}")
-        browser.close()
 
 
 if __name__ == "__main__":

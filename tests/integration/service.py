@@ -169,6 +169,10 @@ class RunningService:
         self.process.wait_ready(lambda: self._ok(f"http://127.0.0.1:{self.metrics_port}/readyz"))
         self.process.wait_ready(lambda: self._ok(f"{self.url}/docs", tls=True))
 
+    def log_tail(self) -> str:
+        """The last lines of the service's log (its latest process)."""
+        return self.process.log_tail() if self.process is not None else "(never started)"
+
     def kill(self) -> None:
         """SIGKILL the process, as a crash would; the webhooks stay registered."""
         if self.process is not None:

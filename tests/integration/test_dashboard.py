@@ -19,32 +19,17 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from tests.browser import LIVE_MS, Console, chromium, screenshot
 from tests.integration.cluster import GpuNodes, TestCluster, wait_for
 from tests.integration.pods import pool_nodes, read, waiting_message
 from tests.integration.service import RunningService, make_queue, managed_pod
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "out" / "dashboard"
-# Flags for a headless Chromium on a machine without a network: no sandbox inside the test
-# container, no GPU, and none of the background fetches that would fill the closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LIVE_SECONDS = 20_000  # ms Playwright waits for a live page to change by itself
 
 
 @pytest.fixture(scope="module")
@@ -64,27 +49,8 @@ def service(cluster: TestCluster, admin_client: ApiClient) -> Iterator[RunningSe
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run scripts/system-packages (apt-get install chromium)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-class Console:
-    """What a page wrote to its console as errors, and the exceptions it threw."""
-
-    def __init__(self, page: Page) -> None:
-        self.errors: list[str] = []
-        page.on("console", self._message)
-        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-
-    def _message(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(f"{message.text} ({message.location.get('url', '')})")
 
 
 @pytest.fixture
@@ -124,16 +90,11 @@ def go_live(page: Page, url: str) -> None:
     response = page.goto(url)
     assert response is not None
     assert response.status == 200, f"{url}: {response.status} {page.inner_text('main')[:300]}"
-    page.wait_for_selector("#live-state.on", timeout=LIVE_SECONDS)
+    page.wait_for_selector("#live-state.on", timeout=LIVE_MS)
 
 
 def field(page: Page, row: str, name: str) -> str:
     return page.inner_text(f"{row} [data-field={name}]").strip()
-
-
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def create(core: CoreV1Api, namespace: str, pod: dict[str, Any]) -> None:
@@ -217,7 +178,7 @@ def test_a_slice_admitted_by_the_service_appears_on_the_gpu_map_without_a_reload
 
     create(core, namespace, managed_pod("slice", queue, slice_=(20000, 25)))
 
-    holder = page.wait_for_selector('li.holder[data-pod="slice"]', timeout=LIVE_SECONDS)
+    holder = page.wait_for_selector('li.holder[data-pod="slice"]', timeout=LIVE_MS)
     assert holder is not None
     assert "19.5 GiB, 25 %" in holder.inner_text()
     assert page.evaluate("window.aistackNotReloaded") is True
@@ -416,7 +377,7 @@ def test_the_usage_csv_adds_up_to_the_recorded_allocations(  # noqa: PLR0917
     go_to = page.goto(f"{service.url}/ui/usage?{query}")
     assert go_to is not None
     assert go_to.status == 200
-    page.wait_for_selector("svg.chart", timeout=LIVE_SECONDS)
+    page.wait_for_selector("svg.chart", timeout=LIVE_MS)
     screenshot(page, "integration-usage")
     shown = float(page.inner_text(f'tr[data-key="{namespace}"] [data-field=allocated]'))
     # The page's own link, fetched with the browser context's credentials (a download would

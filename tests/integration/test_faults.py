@@ -12,6 +12,10 @@ says:
 - no pod is lost: every managed pod the test made still exists;
 - every waiting pod says why (its PodScheduled message).
 
+In the end every pod is admitted or was stopped by the service (reclaimed or preempted, marked
+Failed with the service's reason: a slice stopped while it waited for its GPU's reservation
+keeps its gate, and waits for nothing).
+
 The service runs as the chart sets it up, with GPU reservations: kwok has no device plugin,
 so a thread of the test plays it and the reservation pods' containers (it writes on each
 running reservation pod a device of its node that no other reservation holds), as
@@ -194,6 +198,80 @@ def gated(pod: dict[str, Any]) -> bool:
     return bool(gates(pod))
 
 
+def still_waiting(core: CoreV1Api, namespace: str, made: set[str]) -> list[dict[str, Any]]:
+    """The gated pods among `made`: their gates, the reason they give and their allocation.
+
+    A pod the service stopped (reclaimed or preempted) while it still waited for its GPU's
+    reservation ends Failed with its gate on: it waits for nothing any more.
+    """
+    waiting = []
+    for pod in (read(core, namespace, name) for name in sorted(made)):
+        if gated(pod) and pod["status"].get("phase") not in {"Succeeded", "Failed"}:
+            annotations = pod["metadata"].get("annotations") or {}
+            waiting.append(
+                {
+                    "name": pod["metadata"]["name"],
+                    "gates": gates(pod),
+                    "why": waiting_message(pod),
+                    "annotations": {
+                        k: v for k, v in annotations.items() if k != keys.GANG_ALLOCATION_ANNOTATION
+                    },
+                }
+            )
+    return waiting
+
+
+def gpu_holders(core: CoreV1Api, namespaces: list[str]) -> list[tuple[str, ...]]:
+    """Every pod that asks for GPUs or holds a reservation: what the device plugin would see.
+
+    (namespace/name, node, phase, GPUs asked, reserved GPU, device, deleting, why unscheduled).
+    """
+    found: list[tuple[str, ...]] = []
+    for namespace in namespaces:
+        for pod in pods_in(core, namespace):
+            annotations = pod["metadata"].get("annotations") or {}
+            asked = sum(
+                int(c.get("resources", {}).get("limits", {}).get(keys.GPU_RESOURCE, "0"))
+                for c in pod["spec"]["containers"]
+            )
+            if not asked and keys.GPU_MEMORY_ANNOTATION not in annotations:
+                continue
+            unscheduled = next(
+                (
+                    c.get("message", "")
+                    for c in pod["status"].get("conditions") or ()
+                    if c.get("type") == "PodScheduled" and c.get("status") == "False"
+                ),
+                "",
+            )
+            found.append(
+                (
+                    f"{namespace}/{pod['metadata']['name']}",
+                    pod["spec"].get("nodeName", ""),
+                    pod["status"].get("phase", ""),
+                    str(asked),
+                    annotations.get(keys.RESERVES_ANNOTATION, ""),
+                    annotations.get(keys.RESERVED_DEVICE_ANNOTATION, ""),
+                    "deleting" if pod["metadata"].get("deletionTimestamp") else "",
+                    unscheduled[:200],
+                )
+            )
+    return found
+
+
+def failed_unexplained(core: CoreV1Api, namespace: str) -> list[str]:
+    """Failed pods the service did not stop: every pod here succeeds unless it is stopped."""
+    return [
+        f"{pod['metadata']['name']}: {pod['status'].get('reason')} {pod['status'].get('message')}"
+        for pod in pods_in(core, namespace)
+        if pod["status"].get("phase") == "Failed"
+        and not any(
+            c.get("type") == "DisruptionTarget" and c.get("reason") == keys.EVICTION_REASON
+            for c in pod["status"].get("conditions") or ()
+        )
+    ]
+
+
 def every_waiting_pod_says_why(core: CoreV1Api, namespace: str) -> bool:
     return all(
         waiting_message(p) or p["status"].get("phase") in {"Succeeded", "Failed"}
@@ -258,14 +336,17 @@ def test_random_pods_and_kills_never_over_commit_a_gpu_lose_a_pod_or_leave_one_u
             check_invariants(core, namespace, nodes, made)
         wait_for(
             "every pod to be admitted in the end",
-            lambda: [read(core, namespace, n) for n in sorted(made)],
-            lambda found: not any(gated(p) for p in found),
+            lambda: still_waiting(core, namespace, made),
+            lambda waiting: not waiting,
             timeout=120,
         )
         check_invariants(core, namespace, nodes, made)
+        assert failed_unexplained(core, namespace) == []
     except AssertionError as failure:
         raise AssertionError(
-            f"{failure}\nseed {seed} (AISTACK_FAULT_SEED={seed} replays it), harms {harms}"
+            f"{failure}\nseed {seed} (AISTACK_FAULT_SEED={seed} replays it), harms {harms}\n"
+            f"pods with GPUs: {gpu_holders(core, [SERVICE_NAMESPACE, namespace])}\n"
+            f"the service's log:\n{service.log_tail()}"
         ) from failure
     finally:
         for pod in pods_in(core, SERVICE_NAMESPACE):
