@@ -376,6 +376,8 @@ class ClusterDriver:
         leader = self._is_leader()
         with self._lock:
             reserving = ReservationIntents()
+            if self._reservations is not None:
+                self._ledger.idle_reservations_changed(self._reservations.idle())
             if leader:
                 intents = self._ledger.cycle(now)
                 if self._reservations is not None:

@@ -482,8 +482,11 @@ class PodLedger:
         self._queue_namespaces: dict[str, tuple[str, ...] | None] = {}
         self._unmanaged: dict[str, tuple[str, int]] = {}
         """Unmanaged pods bound to a node and holding GPUs: uid -> (node, GPUs)."""
+        self._idle_reservations: dict[str, str] = {}
+        """The service's reservation pods holding a device no slice needs: name -> node."""
         self.unmanaged_shortfall: dict[str, int] = {}
-        """Nodes whose unmanaged pods hold more GPUs than the books had free, by how many."""
+        """Nodes whose unmanaged pods (and idle reservations) hold more GPUs than the books had
+        free, by how many."""
         self._nodes: dict[str, Node] = {}
         self._known_nodes: dict[str, Node] = {}
         self.node_errors: dict[str, str] = {}
@@ -618,11 +621,23 @@ class PodLedger:
         if self._unmanaged.pop(uid, None) is not None:
             self._nodes_dirty = True
 
+    def idle_reservations_changed(self, idle: Mapping[str, str]) -> None:
+        """The service's own reservation pods that hold a device no slice needs: name -> node.
+
+        Each holds one GPU of its node until it goes (`Reservations.idle`), counted with the
+        unmanaged pods' GPUs.
+        """
+        if idle != self._idle_reservations:
+            self._idle_reservations = dict(idle)
+            self._nodes_dirty = True
+
     def unmanaged_gpus(self) -> dict[str, int]:
-        """GPUs held by unmanaged pods, per node."""
+        """GPUs held by unmanaged pods and by idle reservation pods, per node."""
         held: dict[str, int] = {}
         for node, gpus in self._unmanaged.values():
             held[node] = held.get(node, 0) + gpus
+        for node in self._idle_reservations.values():
+            held[node] = held.get(node, 0) + 1
         return held
 
     def node_deleted(self, node: JsonObject) -> None:

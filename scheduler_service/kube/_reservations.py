@@ -102,6 +102,8 @@ class _Reservation:
     phase: str
     reason: str
     deleting: bool
+    bound: str
+    """The node it is bound to ("" until kube-scheduler binds it: it then holds no device)."""
 
 
 class Reservations:
@@ -202,6 +204,7 @@ class Reservations:
             phase=str(status.get("phase", "Pending")),
             reason=str(status.get("reason") or status.get("message") or ""),
             deleting=bool(metadata.get("deletionTimestamp")),
+            bound=str((pod.get("spec") or {}).get("nodeName") or ""),
         )
 
     def reservation_deleted(self, pod: JsonObject) -> None:
@@ -212,6 +215,28 @@ class Reservations:
 
     # -- deciding --------------------------------------------------------------------------------
 
+    def _needed(self) -> dict[str, tuple[str, str]]:
+        """The reservation each GPU hosting slices needs: its name -> (node, booked GPU)."""
+        needed: dict[str, tuple[str, str]] = {}
+        for piece in self._slices.values():
+            needed.setdefault(reservation_name(piece.node, piece.gpu), (piece.node, piece.gpu))
+        return needed
+
+    def idle(self) -> dict[str, str]:
+        """Reservation pods that hold a device no slice needs now: name -> their node.
+
+        One lingers `linger_seconds` after its GPU's last slice (and a deleted one until it is
+        gone); the device plugin counts its device as taken meanwhile, so the books must count
+        it too, as they count an unmanaged pod's GPUs. Otherwise they would give the GPU to a
+        whole-GPU pod that kube-scheduler could not place until the reservation went.
+        """
+        needed = self._needed()
+        return {
+            name: held.bound
+            for name, held in self._reservations.items()
+            if name not in needed and held.bound and held.phase not in _TERMINAL
+        }
+
     def intents(self, now: float, hostnames: Mapping[str, str]) -> ReservationIntents:
         """What to do now: reservations to create and delete, slices to finish and to tell.
 
@@ -219,9 +244,7 @@ class Reservations:
         finished; a reservation no slice has needed for `linger_seconds` is deleted.
         `hostnames` maps node names to their `kubernetes.io/hostname` label.
         """
-        needed: dict[str, tuple[str, str]] = {}
-        for piece in self._slices.values():
-            needed.setdefault(reservation_name(piece.node, piece.gpu), (piece.node, piece.gpu))
+        needed = self._needed()
         create: list[JsonObject] = []
         delete: list[str] = []
         waiting: list[tuple[str, str, str, str]] = []

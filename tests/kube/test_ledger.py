@@ -746,6 +746,19 @@ def test_gpus_of_unmanaged_pods_are_never_handed_out_and_come_back_when_they_end
     assert later["metadata"]["name"] == "big"
 
 
+def test_a_reservation_pod_no_slice_needs_holds_its_gpu_in_the_books_until_it_goes() -> None:
+    ledger = make_ledger(nodes=1, gpus=2)
+    ledger.idle_reservations_changed({"aistack-gpu-1": "n0"})  # lingering after its slices
+    assert ledger.unmanaged_gpus() == {"n0": 1}
+    whole = make_pod("w", gpus=2)
+    ledger.pod_changed(whole)
+    assert admit(ledger, [whole]) == []  # the device plugin has 1 device free, not 2
+
+    ledger.idle_reservations_changed({})
+    (placed,) = admit(ledger, [whole], NOW + 1)
+    assert placed["metadata"]["annotations"][keys.GPUS_ANNOTATION] == "0,1"
+
+
 def test_unmanaged_pods_beyond_the_free_gpus_are_said_and_placed_work_stays() -> None:
     ledger = make_ledger(nodes=1, gpus=8)
     work = make_pod("w", gpus=6)

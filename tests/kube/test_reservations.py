@@ -53,7 +53,12 @@ def released_slice(
 
 
 def reservation_pod(
-    gpu: str = GPU, *, device: str = "", phase: str = "Running", deleting: bool = False
+    gpu: str = GPU,
+    *,
+    device: str = "",
+    phase: str = "Running",
+    deleting: bool = False,
+    bound: bool = True,
 ) -> dict[str, Any]:
     annotations = {keys.RESERVES_ANNOTATION: f"n1/{gpu}"}
     if device:
@@ -61,7 +66,8 @@ def reservation_pod(
     metadata: dict[str, Any] = {"name": reservation_name("n1", gpu), "annotations": annotations}
     if deleting:
         metadata["deletionTimestamp"] = "2026-12-04T00:00:00Z"
-    return {"metadata": metadata, "status": {"phase": phase}}
+    spec = {"nodeName": "n1"} if bound else {}
+    return {"metadata": metadata, "spec": spec, "status": {"phase": phase}}
 
 
 def test_a_gpu_hosting_slices_gets_one_reservation_pod_on_its_node() -> None:
@@ -141,6 +147,21 @@ def test_an_unneeded_reservation_lingers_then_goes_and_a_running_slice_keeps_its
     book.slice_changed(released_slice("a", gated=False, phase="Succeeded"))
     assert reservation_name("n1", GPU) not in book.intents(510, {}).delete  # lingers from 510
     assert reservation_name("n1", GPU) in book.intents(540, {}).delete
+
+
+def test_a_bound_reservation_no_slice_needs_is_idle_until_it_is_gone() -> None:
+    book = reservations()
+    book.slice_changed(released_slice("a", gated=False, phase="Running"))
+    book.reservation_changed(reservation_pod(device=GPU))  # needed by slice a
+    book.reservation_changed(reservation_pod(OTHER, device=OTHER, deleting=True))
+    assert book.idle() == {reservation_name("n1", OTHER): "n1"}  # holds a device until gone
+
+    book.reservation_changed(reservation_pod(OTHER, phase="Pending", bound=False))
+    assert book.idle() == {}  # not bound: it holds no device
+    book.slice_changed(released_slice("a", gated=False, phase="Succeeded"))
+    assert book.idle() == {reservation_name("n1", GPU): "n1"}  # lingers after its slice
+    book.reservation_changed(reservation_pod(phase="Failed"))
+    assert book.idle() == {}
 
 
 def test_whole_gpus_and_pods_without_allocation_need_no_reservation() -> None:
