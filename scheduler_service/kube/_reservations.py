@@ -22,6 +22,7 @@ This module decides; the driver watches the pods and carries out `ReservationInt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,10 +46,12 @@ RESERVATION_CONTAINER: Final = "reserve"
 _TERMINAL: Final = frozenset({"Succeeded", "Failed"})
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def reservation_name(node: str, gpu: str) -> str:
     """The reservation pod of booked GPU `gpu` on `node`.
 
-    One name per GPU, so two service replicas, or a restarted one, never make two.
+    One name per GPU, so two service replicas, or a restarted one, never make two. Kept for
+    the GPUs seen lately: every cycle names the reservation of every slice twice.
     """
     digest = hashlib.sha256(f"{node}/{gpu}".encode()).hexdigest()[:12]
     return f"aistack-gpu-{digest}"
