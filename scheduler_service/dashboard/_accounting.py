@@ -11,7 +11,7 @@ them for a viewer who may list pods everywhere); naming a namespace needs `list 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from scheduler_service.accounting import (
     AccountingStore,
@@ -33,7 +33,7 @@ from scheduler_service.dashboard._usage import (
     slices,
 )
 
-__all__ = ["read_history", "usage_chart", "usage_page", "usage_report"]
+__all__ = ["UsageQuery", "read_history", "usage_chart", "usage_page", "usage_report"]
 
 _OFF = (
     "no accounting records are kept here (the service keeps them unless accounting is off in "
@@ -83,76 +83,90 @@ def _namespaces(
     return tuple(ns for ns in found if scope.sees_namespace(ns))
 
 
-def usage_report(  # noqa: PLR0917 - the report's inputs, as the URL gives them
-    services: Services,
-    scope: Scope,
-    now: float,
-    since: str,
-    until: str | None,
-    by: str,
-    namespace: str | None = None,
-) -> tuple[UsageReport, tuple[str, ...] | None]:
-    """The viewer's report for the period, grouping and namespace the URL names.
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """What the URL of a usage page, chart or CSV asks: a period, a grouping, a namespace."""
 
-    Also the namespaces it counts (None: all).
-    """
-    store = _store(services)
-    grouping = _grouping(by)
+    since: str = "30d"
+    until: str | None = None
+    by: str = "queue"
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """A `UsageQuery` read and checked against the viewer's rights."""
+
+    since: float
+    until: float
+    by: Grouping
+    namespaces: tuple[str, ...] | None
+    """The namespaces counted (None: all)."""
+
+
+def _resolve(store: AccountingStore, scope: Scope, now: float, query: UsageQuery) -> _Resolved:
+    """The period, grouping and namespaces of `query`, or the `PageError` that says why not."""
+    grouping = _grouping(query.by)
     try:
-        start, end = parse_period(since, until, now)
+        start, end = parse_period(query.since, query.until, now)
     except PeriodError as exc:
         raise PageError(422, "The period cannot be read", f"{exc}.") from None
     namespaces: tuple[str, ...] | None
-    try:
-        if namespace is not None:
-            scope.require_to_see(
-                Permission("list", "pods", namespace=namespace),
-                f"the usage of namespace {namespace}",
-            )
-            namespaces = (namespace,)
-        elif grouping is Grouping.QUEUE:
-            scope.require_queues()
-            namespaces = None
-        else:
-            namespaces = _namespaces(store, scope, start, end, now)
-        report = store.usage(since=start, until=end, by=grouping, namespaces=namespaces, now=now)
-    except AccountingUnavailable as exc:
-        raise PageError(503, "The usage records cannot be read right now", f"{exc}.") from exc
-    return report, namespaces
+    if query.namespace is not None:
+        scope.require_to_see(
+            Permission("list", "pods", namespace=query.namespace),
+            f"the usage of namespace {query.namespace}",
+        )
+        namespaces = (query.namespace,)
+    elif grouping is Grouping.QUEUE:
+        scope.require_queues()
+        namespaces = None
+    else:
+        namespaces = _namespaces(store, scope, start, end, now)
+    return _Resolved(start, end, grouping, namespaces)
 
 
-def usage_page(  # noqa: PLR0917 - the report's inputs, as the URL gives them
-    services: Services,
-    scope: Scope,
-    now: float,
-    since: str,
-    until: str | None,
-    by: str,
-    namespace: str | None = None,
-) -> UsagePage:
-    """The usage page: the period's report (its chart is `usage_chart`)."""
-    report, namespaces = usage_report(services, scope, now, since, until, by, namespace)
-    page = build_usage(report, namespaces)
-    return replace(page, since_text=since, until_text=until or "", namespace=namespace or "")
+def _unreadable(exc: AccountingUnavailable) -> PageError:
+    return PageError(503, "The usage records cannot be read right now", f"{exc}.")
 
 
-def usage_chart(  # noqa: PLR0917 - the report's inputs, as the URL gives them
-    services: Services,
-    scope: Scope,
-    now: float,
-    since: str,
-    until: str | None,
-    by: str,
-    namespace: str | None = None,
-) -> UsageChart:
-    """The usage page's chart: the period's report, and one report per column of the chart."""
-    report, namespaces = usage_report(services, scope, now, since, until, by, namespace)
+def usage_report(
+    services: Services, scope: Scope, now: float, query: UsageQuery
+) -> tuple[UsageReport, tuple[str, ...] | None]:
+    """The viewer's report for `query`, and the namespaces it counts (None: all)."""
     store = _store(services)
-    periods = slices(report.since, report.until)
-    edges = [since for since, _ in periods] + [periods[-1][1]]
     try:
-        columns = store.usage_columns(edges=edges, by=report.by, namespaces=namespaces, now=now)
-        parts = [(column.since, column) for column in columns]
+        asked = _resolve(store, scope, now, query)
+        report = store.usage(
+            since=asked.since, until=asked.until, by=asked.by, namespaces=asked.namespaces, now=now
+        )
     except AccountingUnavailable as exc:
-        raise PageError(503, "The usage records cannot be read right now", f"{exc}.") from exc
-    return build_usage_chart(report, parts)
+        raise _unreadable(exc) from exc
+    return report, asked.namespaces
+
+
+def usage_page(services: Services, scope: Scope, now: float, query: UsageQuery) -> UsagePage:
+    """The usage page: the period's report (its chart is `usage_chart`)."""
+    report, namespaces = usage_report(services, scope, now, query)
+    page = build_usage(report, namespaces)
+    return replace(
+        page,
+        since_text=query.since,
+        until_text=query.until or "",
+        namespace=query.namespace or "",
+    )
+
+
+def usage_chart(services: Services, scope: Scope, now: float, query: UsageQuery) -> UsageChart:
+    """The usage page's chart: one report per column of the period, from one scan."""
+    store = _store(services)
+    try:
+        asked = _resolve(store, scope, now, query)
+        periods = slices(asked.since, asked.until)
+        edges = [since for since, _ in periods] + [periods[-1][1]]
+        columns = store.usage_columns(
+            edges=edges, by=asked.by, namespaces=asked.namespaces, now=now
+        )
+    except AccountingUnavailable as exc:
+        raise _unreadable(exc) from exc
+    return build_usage_chart(asked.since, asked.until, [(c.since, c) for c in columns])

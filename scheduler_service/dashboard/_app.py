@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +37,7 @@ from scheduler_service.dashboard._access import (
     token_of,
 )
 from scheduler_service.dashboard._accounting import (
+    UsageQuery,
     read_history,
     usage_chart,
     usage_page,
@@ -486,48 +487,45 @@ def _add_views(app: FastAPI, ui: _Dashboard) -> None:
         return ui.respond(request, _Page("workload.html", f"Pod {pod}", "workloads", build))
 
 
+def _usage_query(
+    since: Annotated[str, Query(max_length=64)] = "30d",
+    until: Annotated[str, Query(max_length=64)] = "",
+    by: str = "queue",
+    namespace: Annotated[str, Query(max_length=63)] = "",
+) -> UsageQuery:
+    """The usage query of a URL (empty `until` and `namespace`: none)."""
+    return UsageQuery(since=since, until=until or None, by=by, namespace=namespace or None)
+
+
+_AskedUsage = Annotated[UsageQuery, Depends(_usage_query)]
+
+
 def _add_usage(app: FastAPI, ui: _Dashboard) -> None:
     """The usage report (not live: it is about a period, not a cycle), its chart and its CSV."""
     services = ui.services
 
     @app.get("/usage", response_class=HTMLResponse)
-    def usage(
-        request: Request,
-        since: Annotated[str, Query(max_length=64)] = "30d",
-        until: Annotated[str, Query(max_length=64)] = "",
-        by: str = "queue",
-        namespace: Annotated[str, Query(max_length=63)] = "",
-    ) -> Response:
+    def usage(request: Request, query: _AskedUsage) -> Response:
         return ui.respond(
             request,
             _Page(
                 "usage.html",
                 "GPU usage",
                 "usage",
-                lambda _view, scope, now: usage_page(
-                    services, scope, now, since, until or None, by, namespace or None
-                ),
+                lambda _view, scope, now: usage_page(services, scope, now, query),
                 live=False,
             ),
         )
 
     @app.get("/usage/chart", response_class=HTMLResponse)
-    def usage_chart_fragment(
-        request: Request,
-        since: Annotated[str, Query(max_length=64)] = "30d",
-        until: Annotated[str, Query(max_length=64)] = "",
-        by: str = "queue",
-        namespace: Annotated[str, Query(max_length=63)] = "",
-    ) -> Response:
+    def usage_chart_fragment(request: Request, query: _AskedUsage) -> Response:
         """The usage page's chart, as a fragment the page fetches once it is shown."""
         scope = _viewer(services, request)
         if isinstance(scope, Response):
             return scope
         context = ui.context(request, scope)
         try:
-            chart = usage_chart(
-                services, scope, time.time(), since, until or None, by, namespace or None
-            )
+            chart = usage_chart(services, scope, time.time(), query)
         except PageError as error:
             context["model"] = error
             return HTMLResponse(render("error_region.html", context), error.status_code)
@@ -535,20 +533,12 @@ def _add_usage(app: FastAPI, ui: _Dashboard) -> None:
         return HTMLResponse(render("usage_chart.html", context))
 
     @app.get("/usage.csv")
-    def usage_csv(
-        request: Request,
-        since: Annotated[str, Query(max_length=64)] = "30d",
-        until: Annotated[str, Query(max_length=64)] = "",
-        by: str = "queue",
-        namespace: Annotated[str, Query(max_length=63)] = "",
-    ) -> Response:
+    def usage_csv(request: Request, query: _AskedUsage) -> Response:
         """The report of the usage page as CSV (the accounting store's columns)."""
         scope = _viewer(services, request)
         if isinstance(scope, Response):
             return scope
-        report, _ = usage_report(
-            services, scope, time.time(), since, until or None, by, namespace or None
-        )
+        report, _ = usage_report(services, scope, time.time(), query)
         name = f"gpu-hours-by-{report.by.value}-{int(report.since)}-{int(report.until)}.csv"
         return Response(
             report.to_csv(),

@@ -137,13 +137,18 @@ def build_usage(report: UsageReport, namespaces: tuple[str, ...] | None) -> Usag
 
 
 def build_usage_chart(
-    report: UsageReport, columns_of: Sequence[tuple[float, UsageReport]]
+    since: float, until: float, columns_of: Sequence[tuple[float, UsageReport]]
 ) -> UsageChart:
-    """The chart of `columns_of` ((column start, its report), in order) for `report`'s period.
+    """The chart of `columns_of` ((column start, its report), in order) over [since, until).
 
-    It stacks the period's largest `TOP_KEYS` keys and sums the rest as `other`.
+    It stacks the period's largest `TOP_KEYS` keys (their hours summed over the columns, which
+    cover the period: the period's report) and sums the rest as `other`.
     """
-    top = [row.key for row in report.rows[:TOP_KEYS]]
+    totals: dict[str, float] = {}
+    for _, part in columns_of:
+        for row in part.rows:
+            totals[row.key] = totals.get(row.key, 0.0) + row.allocated_gpu_hours
+    top = sorted(totals, key=lambda key: (-totals[key], key))[:TOP_KEYS]
     series: list[tuple[str, list[float]]] = [(key or "(unknown)", []) for key in top]
     other: list[float] = []
     for _, part in columns_of:
@@ -153,7 +158,7 @@ def build_usage_chart(
         other.append(max(0.0, part.total.allocated_gpu_hours - sum(hours.get(k, 0.0) for k in top)))
     if any(value > 1e-9 for value in other):
         series.append(("other", other))
-    width = column_width(report.since, report.until)
+    width = column_width(since, until)
     names = {3_600: "hour", 6 * 3_600: "6 hours", 86_400: "day", 7 * 86_400: "week"}
     return UsageChart(
         chart=columns([_label(start, width) for start, _ in columns_of], series, unit="GPU-hours"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from scheduler_service.accounting import (
     open_store,
 )
 from scheduler_service.api import ApiSettings, Services, create_app
+from scheduler_service.dashboard import _usage as usage_module
 from scheduler_service.dashboard import create_dashboard
 from scheduler_service.dashboard._usage import build_usage, build_usage_chart, column_width, slices
 from tests.api.support import (
@@ -275,12 +275,28 @@ def test_a_report_becomes_lines_with_their_share_of_the_total(store: AccountingS
     assert page.total.share == 1.0
 
 
-def test_keys_beyond_the_largest_are_drawn_together_as_other(store: AccountingStore) -> None:
-    report = store.usage(since=NOW - 6 * HOUR, until=NOW, by="queue", now=NOW)
-    # Only team-a is among the "largest" of this report: team-b becomes "other".
-    narrowed = replace(report, rows=report.rows[:1])
+def test_the_chart_ranks_keys_by_their_hours_over_the_columns_as_the_report_does(
+    store: AccountingStore,
+) -> None:
+    since, until = NOW - 6 * HOUR, NOW
+    report = store.usage(since=since, until=until, by="queue", now=NOW)
+    edges = [since + i * HOUR for i in range(7)]
+    columns = store.usage_columns(edges=edges, by="queue", now=NOW)
 
-    chart = build_usage_chart(narrowed, [(report.since, report)])
+    chart = build_usage_chart(since, until, [(c.since, c) for c in columns])
+
+    assert [name for name, _ in chart.legend] == [row.key for row in report.rows]
+    assert len(report.rows) == 2
+
+
+def test_keys_beyond_the_largest_are_drawn_together_as_other(
+    store: AccountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = store.usage(since=NOW - 6 * HOUR, until=NOW, by="queue", now=NOW)
+    # Only the largest key is drawn: team-a (5 of 6 GPU-hours); team-b becomes "other".
+    monkeypatch.setattr(usage_module, "TOP_KEYS", 1)
+
+    chart = build_usage_chart(report.since, report.until, [(report.since, report)])
 
     assert chart.legend == (("team-a", "col-0"), ("other", "col-1"))
     assert "other 0.60 GPU-hours" in chart.chart
