@@ -110,34 +110,41 @@ def run_pipelines(options: RunOptions, out: TextIO = sys.stdout, err: TextIO = s
         machine = _machine(
             options.simulate_gpus or config.simulate_gpus, store, resume=options.resume
         )
-    except (ConfigError, GpuSpecError, StoreError) as error:
-        print(f"aistack: error: {error}", file=err)
-        return 2
-    try:
         pages = _serve_dashboard(options, out)
-    except RunRefusedError as error:
+    except (ConfigError, GpuSpecError, StoreError, RunRefusedError) as error:
         print(f"aistack: error: {error}", file=err)
         return 2
     try:
-        try:
-            mine = submit_runs(store, options, machine, out=out)
-        except (LoadError, PipelineError, UnsupportedError, RunRefusedError, StoreError) as error:
-            print(f"aistack: error: {error}", file=err)
-            return 2
-        if not mine and not options.resume:
-            print("aistack: nothing to run", file=err)
-            return 2
-        if not mine:
-            mine = [r.name for r in store.runs(active=True)]
-            if not mine:
-                print(f"nothing to resume in {options.state}: every run there has ended", file=out)
-                return 0
-        return _drive(
-            store, machine, config=config, mine=mine, options=options, out=out, pages=pages
-        )
+        return _submit_and_drive(store, machine, config, options, out=out, err=err, pages=pages)
     finally:
         if pages is not None:
             pages.close()
+
+
+def _submit_and_drive(
+    store: Store,
+    machine: Machine,
+    config: LocalConfig,
+    options: RunOptions,
+    *,
+    out: TextIO,
+    err: TextIO,
+    pages: DashboardServer | None,
+) -> int:
+    try:
+        mine = submit_runs(store, options, machine, out=out)
+    except (LoadError, PipelineError, UnsupportedError, RunRefusedError, StoreError) as error:
+        print(f"aistack: error: {error}", file=err)
+        return 2
+    if not mine and not options.resume:
+        print("aistack: nothing to run", file=err)
+        return 2
+    if not mine:
+        mine = [r.name for r in store.runs(active=True)]
+        if not mine:
+            print(f"nothing to resume in {options.state}: every run there has ended", file=out)
+            return 0
+    return _drive(store, machine, config=config, mine=mine, options=options, out=out, pages=pages)
 
 
 def _serve_dashboard(options: RunOptions, out: TextIO) -> DashboardServer | None:
